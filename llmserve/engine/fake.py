@@ -1,0 +1,164 @@
+"""FakeEngine: a scripted Engine for HTTP tests — no model, deterministic, instant.
+
+It "generates" a fixed list of text pieces, one token each, honouring ``max_tokens`` (finish
+reason ``length``) and stop strings (``stop``; the stop string itself is never emitted, as the
+protocol requires). A prompt costs one token per whitespace-separated word, or one per id.
+It records what it was asked and how generations ended, and can be told to fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from attrs import define, field
+
+from llmserve.engine.protocol import (
+    EngineStats,
+    FinishReason,
+    GenerationRequest,
+    ModelInfo,
+    TokenEvent,
+    Usage,
+)
+from llmserve.errors import ContextLengthExceeded, LLMServeError
+
+DEFAULT_PIECES = ("Hello", ",", " world", "!")
+
+
+def count_prompt_tokens(prompt: str | tuple[int, ...]) -> int:
+    """The fake's tokenizer: words of text, or the ids themselves."""
+    return len(prompt) if isinstance(prompt, tuple) else len(prompt.split())
+
+
+def _script(
+    pieces: Sequence[str], max_tokens: int | None, stop: tuple[str, ...]
+) -> tuple[list[str], FinishReason]:
+    """The pieces to emit and why generation ends."""
+    budget = list(pieces if max_tokens is None else pieces[:max_tokens])
+    text = "".join(budget)
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=None)
+    if cut is None:
+        return budget, "length" if len(budget) < len(pieces) else "stop"
+    emitted: list[str] = []
+    position = 0
+    for piece in budget:
+        if position >= cut:
+            break
+        emitted.append(piece[: cut - position])
+        position += len(piece)
+    return emitted, "stop"
+
+
+@define
+class FakeGeneration:
+    """One scripted generation; async-iterate it for events."""
+
+    engine: FakeEngine
+    pieces: list[str]
+    finish_reason: FinishReason
+    prompt_tokens: int
+    cancelled: bool = False
+    finished: bool = False
+    released: bool = False
+
+    async def __aiter__(self) -> AsyncIterator[TokenEvent]:
+        engine = self.engine
+        try:
+            for i, piece in enumerate(self.pieces):
+                if self.cancelled:
+                    return
+                if engine.fail_after is not None and i >= engine.fail_after:
+                    raise engine.fail_with
+                if engine.delay_s:
+                    await asyncio.sleep(engine.delay_s)
+                last = i == len(self.pieces) - 1 and engine.finish_on_last_piece
+                yield TokenEvent(
+                    text=piece,
+                    tokens=1,
+                    finish_reason=self.finish_reason if last else None,
+                    usage=self._usage() if last else None,
+                )
+            if not engine.finish_on_last_piece or not self.pieces:
+                yield TokenEvent(text="", finish_reason=self.finish_reason, usage=self._usage())
+            self.finished = True
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.engine.running -= 1
+
+    def _usage(self) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=len(self.pieces),
+            cached_tokens=self.engine.cached_tokens,
+        )
+
+    def cancel(self) -> None:
+        self.engine.cancels += 1
+        self.cancelled = True
+        self._release()
+
+
+@define
+class FakeEngine:
+    """An Engine for tests. Set ``submit_error`` to make ``submit`` raise it."""
+
+    pieces: Sequence[str] = DEFAULT_PIECES
+    model_id: str = "fake-model"
+    n_ctx: int = 4096
+    created: int = 1_700_000_000
+    cached_tokens: int = 0
+    cache_hit_rate: float = 0.0
+    delay_s: float = 0.0  # between pieces, to test disconnects
+    finish_on_last_piece: bool = False  # True: no separate empty final event
+    submit_error: LLMServeError | None = None
+    fail_after: int | None = None  # raise fail_with after this many pieces
+    fail_with: LLMServeError = field(factory=lambda: LLMServeError("scripted failure"))
+    loaded: bool = False
+    stopped: bool = False
+    running: int = 0
+    cancels: int = 0  # cancel() calls over all generations
+    requests: list[GenerationRequest] = field(factory=list)
+    chats: list[list[dict[str, Any]]] = field(factory=list)
+    generations: list[FakeGeneration] = field(factory=list)
+
+    def models(self) -> Sequence[ModelInfo]:
+        return (ModelInfo(id=self.model_id, created=self.created, n_ctx=self.n_ctx),)
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            running=self.running, waiting=0, cache_hit_rate=self.cache_hit_rate, loaded=self.loaded
+        )
+
+    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        self.chats.append([dict(m) for m in messages])
+        turns = "".join(f"<|{m['role']}|> {m['content']}\n" for m in messages)
+        return f"{turns}<|assistant|>"
+
+    async def submit(self, request: GenerationRequest) -> FakeGeneration:
+        self.requests.append(request)
+        if self.submit_error is not None:
+            raise self.submit_error
+        prompt_tokens = count_prompt_tokens(request.prompt)
+        wanted = request.max_tokens or 0
+        if prompt_tokens + wanted > self.n_ctx:
+            raise ContextLengthExceeded(
+                prompt_tokens=prompt_tokens, max_tokens=wanted, n_ctx=self.n_ctx
+            )
+        pieces, finish = _script(self.pieces, request.max_tokens, request.stop)
+        generation = FakeGeneration(self, pieces, finish, prompt_tokens)
+        self.generations.append(generation)
+        self.running += 1
+        return generation
+
+    async def start(self) -> None:
+        self.loaded = True
+
+    async def stop(self) -> None:
+        self.loaded = False
+        self.stopped = True

@@ -1,0 +1,137 @@
+"""A loaded GGUF model: llama.cpp handles, vocabulary, metadata, tokenize and detokenize."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from pathlib import Path
+
+import llama_cpp
+from attrs import frozen
+
+from llmserve.errors import ModelLoadError
+
+# llama-cpp-python routes llama.cpp's own log lines through this logger; it prints every
+# line to stderr unless the level says otherwise.
+_LLAMA_LOGGER = logging.getLogger("llama-cpp-python")
+
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    global _backend_ready  # llama_backend_init must run once per process, not per model
+    if not _backend_ready:
+        llama_cpp.llama_backend_init()
+        _backend_ready = True
+
+
+@frozen
+class ModelFacts:
+    """What the server needs to know about a model without touching llama.cpp again."""
+
+    path: Path
+    architecture: str
+    n_ctx_train: int
+    n_vocab: int
+    n_swa: int  # sliding-window size, 0 when the model has none
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+    add_bos: bool
+    size_bytes: int
+
+
+class LlamaModel:
+    """Owns a ``llama_model``; tokenizes and detokenizes with its vocabulary (thread-safe)."""
+
+    def __init__(self, path: Path, *, n_gpu_layers: int = 0, verbose: bool = False) -> None:
+        _LLAMA_LOGGER.setLevel(logging.DEBUG if verbose else logging.ERROR)
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path}")
+        with path.open("rb") as f:
+            if f.read(4) != b"GGUF":
+                raise ModelLoadError(f"not a GGUF file: {path}")
+        _init_backend()
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise ModelLoadError(f"llama.cpp failed to load the model: {path}")
+        self.ptr = model
+        self.vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.bos = llama_cpp.llama_vocab_bos(self.vocab)
+        self.eos = llama_cpp.llama_vocab_eos(self.vocab)
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self.facts = ModelFacts(
+            path=path,
+            architecture=self.meta("general.architecture") or "unknown",
+            n_ctx_train=llama_cpp.llama_model_n_ctx_train(model),
+            n_vocab=self.n_vocab,
+            n_swa=llama_cpp.llama_model_n_swa(model),
+            chat_template=self.meta("tokenizer.chat_template"),
+            bos_token=self.token_text(self.bos),
+            eos_token=self.token_text(self.eos),
+            add_bos=self.add_bos,
+            size_bytes=path.stat().st_size,
+        )
+
+    def meta(self, key: str) -> str | None:
+        """A metadata value as a string, or None when the GGUF lacks the key."""
+        size = 256
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_model_meta_val_str(self.ptr, key.encode(), buf, size)
+            if n < 0:
+                return None
+            if n < size:
+                return buf.value.decode("utf-8", errors="replace")
+            size = n + 1
+
+    def token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        text = llama_cpp.llama_vocab_get_text(self.vocab, token)
+        return text.decode("utf-8", errors="replace") if text else ""
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        tokens = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(
+            self.vocab, data, len(data), tokens, capacity, add_special, parse_special
+        )
+        if n < 0:  # the buffer was too small: -n is the size needed
+            capacity = -n
+            tokens = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(
+                self.vocab, data, len(data), tokens, capacity, add_special, parse_special
+            )
+        out = tokens[:n]
+        # Templates that render bos_token themselves plus the tokenizer's own BOS give two.
+        if len(out) >= 2 and out[0] == self.bos and out[1] == self.bos:
+            del out[0]
+        return out
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token as generated output (control tokens render empty)."""
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def valid_token(self, token: int) -> bool:
+        return 0 <= token < self.n_vocab
+
+    def close(self) -> None:
+        if self.ptr:
+            llama_cpp.llama_model_free(self.ptr)
+            self.ptr = None

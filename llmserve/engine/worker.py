@@ -1,0 +1,346 @@
+"""One llama context with N sequence slots, advanced together by one thread (continuous batching).
+
+Each step builds ONE ``llama_decode`` batch holding the next token of every generating slot
+plus prompt chunks of newly admitted slots, within ``n_batch`` tokens, so a long prompt delays
+the other streams by at most one chunk. Sampling runs on native llama.cpp sampler chains.
+Events go back to the asyncio loop once per step through the injected ``deliver`` callable.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import llama_cpp
+from attrs import define, field
+
+from llmserve.engine.model import LlamaModel
+from llmserve.engine.protocol import FinishReason, SamplingParams, TokenEvent, Usage
+from llmserve.engine.sampling import SamplerChain
+from llmserve.engine.textstream import TextStream
+from llmserve.errors import EngineOverloaded, LLMServeError, ModelLoadError, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Where a job's events go; ``cancelled`` is read by the worker thread every step."""
+
+    @property
+    def cancelled(self) -> bool: ...
+
+
+Item = TokenEvent | LLMServeError
+Deliver = Callable[[list[tuple[Sink, Item]]], None]
+
+
+@define
+class Job:
+    """A validated request, ready for a slot."""
+
+    tokens: list[int]
+    max_tokens: int
+    stop: tuple[str, ...]
+    sampling: SamplingParams
+    sink: Sink
+    enqueued_at: float = field(factory=time.monotonic)
+
+
+@define
+class Run:
+    """A job in a slot: its sampler, text stream and progress."""
+
+    job: Job
+    sampler: SamplerChain
+    text: TextStream
+    pending: list[int]  # prompt tokens still to decode
+    cached_tokens: int  # prompt tokens served from the slot's live KV
+    last_token: int | None = None  # sampled, not yet decoded
+    n_generated: int = 0
+    batch_index: int = -1  # where this run's logits are in the current batch, -1 if none
+
+
+@define
+class Slot:
+    """One sequence of the context; keeps its KV (``kv_tokens``) after a run for reuse."""
+
+    seq_id: int
+    kv_tokens: list[int] = field(factory=list)  # tokens at positions 0.. in this sequence's KV
+    run: Run | None = None
+    last_used: float = 0.0
+
+
+@define(frozen=True)
+class WorkerConfig:
+    n_slots: int
+    n_ctx_seq: int  # context of one sequence
+    n_batch: int
+    n_threads: int
+    n_gpu_layers: int
+    kv_unified: bool = True
+    swa_full: bool = False
+
+
+class Worker:
+    """Owns a llama context and its thread; ``submit`` is the only call from other threads."""
+
+    def __init__(
+        self, model: LlamaModel, config: WorkerConfig, deliver: Deliver, max_queued: int
+    ) -> None:
+        self.model = model
+        self.config = config
+        self._deliver = deliver
+        self._max_queued = max_queued
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = config.n_ctx_seq * config.n_slots
+        params.n_batch = config.n_batch
+        params.n_ubatch = config.n_batch
+        params.n_seq_max = config.n_slots
+        params.n_threads = config.n_threads
+        params.n_threads_batch = config.n_threads
+        params.kv_unified = config.kv_unified
+        # llama.cpp's default keeps full-size sliding-window caches; like llama-server we keep
+        # only the window (memory), and _usable_prefix guards the reuse rule this implies.
+        params.swa_full = config.swa_full
+        params.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model.ptr, params)
+        if not ctx:
+            raise ModelLoadError(
+                f"llama.cpp could not create a context of {params.n_ctx} tokens "
+                f"for {model.facts.path}"
+            )
+        self._ctx = ctx
+        self._mem = llama_cpp.llama_get_memory(ctx)
+        self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
+        self._slots = [Slot(seq_id=i) for i in range(config.n_slots)]
+        self._inbox: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="llmserve-worker", daemon=True)
+        self._outbox: list[tuple[Sink, Item]] = []
+        self.steps = 0
+        self.peak_batch_slots = 0  # most slots one decode step has carried, for tests and stats
+        self._lookups = 0
+        self._hits = 0
+
+    # --- called from other threads -------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        with self._cond:
+            if self._stopping:
+                raise ServiceUnavailable("the server is shutting down")
+            if self.running() + len(self._inbox) >= self._max_queued:
+                raise EngineOverloaded(
+                    f"the server is at capacity ({self._max_queued} requests running or "
+                    "waiting); retry later"
+                )
+            self._inbox.append(job)
+            self._cond.notify()
+
+    def wake(self) -> None:
+        """Let an idle worker notice a cancelled job in its queue."""
+        with self._cond:
+            self._cond.notify()
+
+    def running(self) -> int:
+        return sum(1 for s in self._slots if s.run is not None)
+
+    def waiting(self) -> int:
+        return len(self._inbox)
+
+    def cache_hit_rate(self) -> float:
+        """Share of admitted requests that reused some of a slot's live KV."""
+        return self._hits / self._lookups if self._lookups else 0.0
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self._ctx)
+
+    # --- the worker thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not self._inbox and not self._any_active():
+                    self._cond.wait()
+                if self._stopping:
+                    break
+                self._admit()
+            try:
+                self._step()
+            except Exception:  # keep serving: fail the jobs in flight, never kill the thread
+                log.exception("worker step failed")
+                for slot in self._slots:
+                    self._fail(slot, LLMServeError("generation failed inside the engine"))
+            self._flush_outbox()
+        self._shutdown()
+
+    def _any_active(self) -> bool:
+        return any(s.run is not None for s in self._slots)
+
+    def _admit(self) -> None:
+        """Move queued jobs into free slots, in arrival order (caller holds the lock)."""
+        for slot in self._slots:
+            if slot.run is not None and slot.run.job.sink.cancelled:
+                self._release(slot)
+        while self._inbox:
+            job = self._inbox[0]
+            if job.sink.cancelled:
+                self._inbox.popleft()
+                continue
+            free = [s for s in self._slots if s.run is None]
+            if not free:
+                return
+            self._inbox.popleft()
+            best, reuse = max(
+                ((s, self._usable_prefix(s, job.tokens)) for s in free),
+                key=lambda pair: (pair[1], -pair[0].last_used),
+            )
+            self._assign(best, job, reuse)
+
+    def _usable_prefix(self, slot: Slot, tokens: list[int]) -> int:
+        """How many leading prompt tokens this slot's live KV can serve without recompute."""
+        kv = slot.kv_tokens
+        limit = min(len(kv), len(tokens) - 1)  # at least one token must be decoded for logits
+        p = 0
+        while p < limit and kv[p] == tokens[p]:
+            p += 1
+        n_swa = self.model.facts.n_swa
+        if p and n_swa and p < len(kv) - 1:
+            # A sliding-window cache has dropped positions before pos_min; cutting back
+            # further than one token would silently compute wrong tokens.
+            pos_min = llama_cpp.llama_memory_seq_pos_min(self._mem, slot.seq_id)
+            if pos_min > max(0, p - n_swa):
+                return 0
+        return p
+
+    def _assign(self, slot: Slot, job: Job, reuse: int) -> None:
+        if reuse < len(slot.kv_tokens) and not llama_cpp.llama_memory_seq_rm(
+            self._mem, slot.seq_id, reuse, -1
+        ):
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+            reuse = 0
+        del slot.kv_tokens[reuse:]
+        self._lookups += 1
+        self._hits += reuse > 0
+        slot.run = Run(
+            job=job,
+            sampler=SamplerChain(job.sampling, self.model.n_vocab),
+            text=TextStream(job.stop),
+            pending=job.tokens[reuse:],
+            cached_tokens=reuse,
+        )
+
+    def _step(self) -> None:
+        n = 0
+        active = [(s, s.run) for s in self._slots if s.run is not None]
+        for slot, run in active:
+            run.batch_index = -1
+            if run.last_token is not None:
+                self._put(n, run.last_token, len(slot.kv_tokens), slot.seq_id, True)
+                run.batch_index = n
+                slot.kv_tokens.append(run.last_token)
+                run.last_token = None
+                n += 1
+        budget = self.config.n_batch - n
+        for slot, run in sorted(active, key=lambda pair: pair[1].job.enqueued_at):
+            if not run.pending or budget <= 0:
+                continue
+            chunk = run.pending[:budget]
+            del run.pending[: len(chunk)]
+            base = len(slot.kv_tokens)
+            last = len(chunk) - 1
+            for i, token in enumerate(chunk):
+                is_last = i == last and not run.pending
+                self._put(n, token, base + i, slot.seq_id, is_last)
+                if is_last:
+                    run.batch_index = n
+                n += 1
+            slot.kv_tokens.extend(chunk)
+            budget -= len(chunk)
+        if n == 0:
+            return
+        self.peak_batch_slots = max(self.peak_batch_slots, len(active))
+        self._batch.n_tokens = n
+        rc = llama_cpp.llama_decode(self._ctx, self._batch)
+        self.steps += 1
+        if rc != 0:
+            for slot, _ in active:
+                self._fail(slot, LLMServeError(f"llama_decode failed with code {rc}"))
+                llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+                slot.kv_tokens.clear()
+            return
+        for slot, run in active:
+            if run.batch_index >= 0:
+                self._on_token(slot, run, run.sampler.sample(self._ctx, run.batch_index))
+
+    def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        b = self._batch
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq_id
+        b.logits[i] = logits
+
+    def _on_token(self, slot: Slot, run: Run, token: int) -> None:
+        if self.model.is_eog(token):
+            self._finish(slot, run, "stop")
+            return
+        run.n_generated += 1
+        text = run.text.push(self.model.piece(token))
+        self._outbox.append((run.job.sink, TokenEvent(text=text, tokens=1)))
+        if run.text.stopped:
+            self._finish(slot, run, "stop")
+        elif run.n_generated >= run.job.max_tokens or len(slot.kv_tokens) >= self.config.n_ctx_seq:
+            self._finish(slot, run, "length")
+        else:
+            run.last_token = token
+
+    def _finish(self, slot: Slot, run: Run, reason: FinishReason) -> None:
+        usage = Usage(
+            prompt_tokens=len(run.job.tokens),
+            completion_tokens=run.n_generated,
+            cached_tokens=run.cached_tokens,
+        )
+        tail = "" if run.text.stopped else run.text.flush()
+        event = TokenEvent(text=tail, finish_reason=reason, usage=usage)
+        self._outbox.append((run.job.sink, event))
+        self._release(slot)
+
+    def _fail(self, slot: Slot, error: LLMServeError) -> None:
+        if slot.run is not None:
+            self._outbox.append((slot.run.job.sink, error))
+        self._release(slot)
+
+    def _release(self, slot: Slot) -> None:
+        if slot.run is not None:
+            slot.run.sampler.close()
+        slot.run = None
+        slot.last_used = time.monotonic()
+
+    def _flush_outbox(self) -> None:
+        if self._outbox:
+            items, self._outbox = self._outbox, []
+            self._deliver(items)
+
+    def _shutdown(self) -> None:
+        error = ServiceUnavailable("the server is shutting down")
+        for slot in self._slots:
+            self._fail(slot, error)
+        with self._cond:
+            queued: Sequence[Job] = list(self._inbox)
+            self._inbox.clear()
+        self._outbox.extend((job.sink, error) for job in queued)
+        self._flush_outbox()

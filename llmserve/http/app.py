@@ -1,0 +1,72 @@
+"""create_app: the Litestar application, whose lifespan owns the engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from prometheus_client import CollectorRegistry
+
+from llmserve.config import Settings
+from llmserve.engine.protocol import Engine
+from llmserve.http.failures import handle_exception
+from llmserve.http.observe import observe_requests
+from llmserve.http.openai import openai_router
+from llmserve.http.ops import OPS_ROUTES
+from llmserve.http.state import STATE_KEY, AppState, Clock, IdFactory, RandomIds, SystemClock
+from llmserve.metrics import Metrics
+
+
+def _build_engine(settings: Settings) -> Engine:
+    # Imported here so that apps given a fake engine never import llama_cpp.
+    from llmserve.engine.service import LlamaEngine
+
+    return LlamaEngine.from_settings(settings)
+
+
+def create_app(
+    settings: Settings,
+    engine: Engine | None = None,
+    *,
+    clock: Clock | None = None,
+    ids: IdFactory | None = None,
+    registry: CollectorRegistry | None = None,
+) -> Litestar:
+    """The server app. Without ``engine``, the lifespan builds the real one from ``settings``.
+
+    Either way the app starts the engine on startup and stops it on shutdown. Each app gets
+    its own Prometheus registry unless one is given, so several apps can live in one process.
+    """
+    clock = clock or SystemClock()
+    ids = ids or RandomIds()
+    metrics = Metrics(registry if registry is not None else CollectorRegistry())
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        served = engine if engine is not None else _build_engine(settings)
+        await served.start()
+        try:
+            app.state[STATE_KEY] = AppState(
+                settings=settings,
+                engine=served,
+                metrics=metrics,
+                clock=clock,
+                ids=ids,
+                started_at=clock.monotonic(),
+            )
+            yield
+        finally:
+            await served.stop()
+
+    return Litestar(
+        route_handlers=[openai_router(), *OPS_ROUTES],
+        lifespan=[lifespan],
+        middleware=[observe_requests],
+        exception_handlers={Exception: handle_exception},
+        # logs.py owns logging; our handler logs unexpected errors itself.
+        logging_config=None,
+        # The routes parse raw bodies with the codec; a generated schema would be empty.
+        openapi_config=None,
+        debug=False,
+    )

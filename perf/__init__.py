@@ -1,0 +1,1 @@
+"""Benchmarks: llmserve side by side with its peers (see perf/README.md)."""

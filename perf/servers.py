@@ -1,0 +1,222 @@
+"""The servers under comparison: how to start each one, and a process that always stops.
+
+Each server is a ``ServerSpec`` built by a function in ``BUILDERS``; adding a peer is one more
+function. The command lines live here and nowhere else, so adjusting a CLI is a one-place edit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What every server gets alike: same GGUF, same threads, same context per sequence."""
+
+    model_path: Path
+    threads: int
+    ctx_per_sequence: int
+    parallel: int
+    python: str = sys.executable
+    llama_server_bin: Path | None = None
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    # Added to every request body, e.g. to switch a peer's non-OpenAI defaults off.
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+
+class ServerStartError(RuntimeError):
+    pass
+
+
+def _flags(flags: dict[str, object]) -> list[str]:
+    """{"--port": 8080} -> ["--port", "8080"]; a None value is a bare switch."""
+    args: list[str] = []
+    for flag, value in flags.items():
+        args += [flag] if value is None else [flag, str(value)]
+    return args
+
+
+def llmserve_spec(config: ServerConfig, port: int) -> ServerSpec:
+    flags = {
+        "--host": "127.0.0.1",
+        "--port": port,
+        "--model-path": config.model_path,
+        "--parallel": config.parallel,
+    }
+    return ServerSpec(
+        name="llmserve",
+        command=[config.python, "-m", "llmserve", "serve", *_flags(flags)],
+        env={
+            "LLM_ENGINE_N_THREADS": str(config.threads),
+            "LLM_ENGINE_MAX_SEQUENCE_LENGTH": str(config.ctx_per_sequence),
+        },
+    )
+
+
+def llama_cpp_server_spec(config: ServerConfig, port: int) -> ServerSpec:
+    # llama_cpp.server serves one request at a time, so its one context is one sequence's.
+    # logits_all defaults to True there, which allocates n_ctx x n_vocab floats (4 GiB for the
+    # demo model) and copies every prompt token's logits: off, to measure the peer at its best.
+    flags = {
+        "--model": config.model_path,
+        "--host": "127.0.0.1",
+        "--port": port,
+        "--n_threads": config.threads,
+        "--n_threads_batch": config.threads,
+        "--n_ctx": config.ctx_per_sequence,
+        "--interrupt_requests": False,
+        "--logits_all": False,
+        "--verbose": False,
+    }
+    return ServerSpec(
+        name="llama_cpp_server",
+        command=[config.python, "-m", "llama_cpp.server", *_flags(flags)],
+        # Its completions default to repeat_penalty 1.1; OpenAI's (and llmserve's) to none.
+        extra_body={"repeat_penalty": 1.0},
+    )
+
+
+def llama_server_spec(config: ServerConfig, port: int) -> ServerSpec:
+    if config.llama_server_bin is None:
+        raise ServerStartError("llama_server needs --llama-server-bin PATH")
+    # llama-server splits --ctx-size among its --parallel slots.
+    flags = {
+        "--model": config.model_path,
+        "--host": "127.0.0.1",
+        "--port": port,
+        "--threads": config.threads,
+        "--threads-batch": config.threads,
+        "--ctx-size": config.ctx_per_sequence * config.parallel,
+        "--parallel": config.parallel,
+        "--cont-batching": None,
+    }
+    return ServerSpec(
+        name="llama_server",
+        command=[str(config.llama_server_bin), *_flags(flags)],
+        extra_body={"repeat_penalty": 1.0},
+    )
+
+
+BUILDERS: dict[str, Callable[[ServerConfig, int], ServerSpec]] = {
+    "llmserve": llmserve_spec,
+    "llama_cpp_server": llama_cpp_server_spec,
+    "llama_server": llama_server_spec,
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """A server subprocess in its own process group, stopped on exit whatever happened.
+
+    SIGTERM first (uvicorn shuts down cleanly on it), SIGKILL to the whole group after
+    ``stop_timeout`` seconds, so that no child outlives the benchmark.
+    """
+
+    def __init__(self, spec: ServerSpec, port: int, log_path: Path, stop_timeout: float = 15.0):
+        self.spec = spec
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.stop_timeout = stop_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self._proc = subprocess.Popen(
+                self.spec.command,
+                env={**os.environ, **self.spec.env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("server not started")
+        return self._proc.pid
+
+    def wait_ready(self, timeout: float) -> float:
+        """Poll GET /v1/models until it answers 200; returns the seconds it took."""
+        started = time.monotonic()
+        deadline = started + timeout
+        with httpx.Client(base_url=self.base_url, timeout=5.0) as client:
+            while time.monotonic() < deadline:
+                self._raise_if_exited()
+                try:
+                    if client.get("/v1/models").status_code == 200:
+                        return time.monotonic() - started
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.25)
+        raise ServerStartError(
+            f"{self.spec.name} not ready after {timeout:.0f}s\n{self.log_tail()}"
+        )
+
+    def stop(self) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        self._signal_group(signal.SIGTERM)
+        try:
+            proc.wait(timeout=self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            self._signal_group(signal.SIGKILL)
+            proc.wait(timeout=self.stop_timeout)
+        finally:
+            # Children left behind in the group (workers, reloaders) go too.
+            self._signal_group(signal.SIGKILL)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _raise_if_exited(self) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            raise ServerStartError(
+                f"{self.spec.name} exited with status {self._proc.returncode}\n{self.log_tail()}"
+            )
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, sig)

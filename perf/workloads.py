@@ -1,0 +1,211 @@
+"""The HTTP workloads: one streamed completion, single-stream runs, concurrent runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+
+from perf.prompts import PromptPool
+from perf.sse import DONE, SseDecoder, chunk_completion_tokens, chunk_text
+from perf.stats import decode_rate
+
+
+class Deadline:
+    """The benchmark's overall time limit; workloads stop issuing requests once it passes."""
+
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self._end - time.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining() <= 0.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One running server as the workloads see it."""
+
+    base_url: str
+    model: str
+    extra_body: dict[str, Any]
+    max_tokens: int
+    request_timeout: float
+
+
+@dataclass
+class RequestResult:
+    """One streamed request. Times are seconds on the monotonic clock, relative to t_start."""
+
+    ok: bool
+    tokens: int = 0  # chunks carrying text: one per token on the servers compared
+    usage_tokens: int | None = None  # usage.completion_tokens where the server reports it
+    ttft: float = math.nan
+    t_last: float = math.nan
+    duration: float = math.nan
+    error: str | None = None
+
+    @property
+    def decode_tok_s(self) -> float:
+        return decode_rate(self.tokens, self.ttft, self.t_last)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "decode_tok_s": self.decode_tok_s}
+
+
+@dataclass
+class ConcurrencyResult:
+    concurrency: int
+    wall_s: float
+    requests: list[RequestResult]
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(r.tokens for r in self.requests if r.ok)
+
+    @property
+    def aggregate_tok_s(self) -> float:
+        return self.total_tokens / self.wall_s if self.wall_s > 0 else math.nan
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "concurrency": self.concurrency,
+            "wall_s": self.wall_s,
+            "total_tokens": self.total_tokens,
+            "aggregate_tok_s": self.aggregate_tok_s,
+            "requests": [r.to_json() for r in self.requests],
+        }
+
+
+def completion_body(target: Target, prompt: str, max_tokens: int) -> dict[str, Any]:
+    return {
+        "model": target.model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **target.extra_body,
+    }
+
+
+async def stream_completion(
+    client: httpx.AsyncClient, target: Target, prompt: str, deadline: Deadline, max_tokens: int
+) -> RequestResult:
+    """POST one streamed /v1/completions and time its tokens; never raises for HTTP trouble."""
+    body = completion_body(target, prompt, max_tokens)
+    timeout = min(target.request_timeout, deadline.remaining())
+    start = time.monotonic()
+    result = RequestResult(ok=False)
+    try:
+        async with asyncio.timeout(timeout):
+            await _consume_stream(client, target, body, start, result)
+        result.ok = result.error is None
+    except TimeoutError:
+        result.error = f"timed out after {timeout:.1f}s"
+    except httpx.HTTPError as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    except ValueError as exc:  # a chunk that is not JSON
+        result.error = f"bad chunk: {exc}"
+    result.duration = time.monotonic() - start
+    return result
+
+
+async def _consume_stream(
+    client: httpx.AsyncClient,
+    target: Target,
+    body: dict[str, Any],
+    start: float,
+    result: RequestResult,
+) -> None:
+    decoder = SseDecoder()
+    async with client.stream("POST", f"{target.base_url}/v1/completions", json=body) as response:
+        if response.status_code != 200:
+            text = (await response.aread()).decode(errors="replace")
+            result.error = f"HTTP {response.status_code}: {text[:300]}"
+            return
+        async for line in response.aiter_lines():
+            data = decoder.feed(line)
+            if data is None:
+                continue
+            if data == DONE:
+                return
+            _record_chunk(json.loads(data), time.monotonic() - start, result)
+
+
+def _record_chunk(chunk: dict[str, Any], now: float, result: RequestResult) -> None:
+    if "error" in chunk:
+        result.error = f"error chunk: {json.dumps(chunk['error'])[:300]}"
+        return
+    usage = chunk_completion_tokens(chunk)
+    if usage is not None:
+        result.usage_tokens = usage
+    if not chunk_text(chunk):
+        return
+    if result.tokens == 0:
+        result.ttft = now
+    result.tokens += 1
+    result.t_last = now
+
+
+async def run_single(
+    client: httpx.AsyncClient,
+    target: Target,
+    prompts: PromptPool,
+    reps: int,
+    deadline: Deadline,
+    results: list[RequestResult],
+) -> None:
+    """One request at a time, ``reps`` times, appended to ``results`` as they finish."""
+    for _ in range(reps):
+        if deadline.expired:
+            break
+        results.append(
+            await stream_completion(client, target, prompts.take(), deadline, target.max_tokens)
+        )
+
+
+async def run_concurrent(
+    client: httpx.AsyncClient,
+    target: Target,
+    prompts: PromptPool,
+    concurrency: int,
+    per_client: int,
+    deadline: Deadline,
+) -> ConcurrencyResult:
+    """``concurrency`` clients, each sending ``per_client`` requests back to back."""
+    batches = [[prompts.take() for _ in range(per_client)] for _ in range(concurrency)]
+
+    async def one_client(own: list[str]) -> list[RequestResult]:
+        results = []
+        for prompt in own:
+            if deadline.expired:
+                break
+            results.append(
+                await stream_completion(client, target, prompt, deadline, target.max_tokens)
+            )
+        return results
+
+    start = time.monotonic()
+    per_client_results = await asyncio.gather(*(one_client(own) for own in batches))
+    wall = time.monotonic() - start
+    return ConcurrencyResult(
+        concurrency=concurrency,
+        wall_s=wall,
+        requests=[r for results in per_client_results for r in results],
+    )
+
+
+async def discover_model(client: httpx.AsyncClient, base_url: str) -> str:
+    """The first model id the server lists: each server names the same GGUF differently."""
+    response = await client.get(f"{base_url}/v1/models")
+    response.raise_for_status()
+    return str(response.json()["data"][0]["id"])

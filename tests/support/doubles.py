@@ -1,0 +1,62 @@
+"""Deterministic stand-ins for the app's clock and id factory, and an app built on them."""
+
+from __future__ import annotations
+
+import itertools
+
+from attrs import define, field
+from litestar import Litestar
+
+from llmserve.config import ServerSettings, Settings
+from llmserve.engine.fake import FakeEngine
+from llmserve.http.app import create_app
+
+
+@define
+class FixedClock:
+    """Wall time stands still; monotonic time moves only when a test advances it."""
+
+    wall: float = 1_700_000_000.0
+    mono: float = 1_000.0
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+
+@define
+class CountingIds:
+    """Ids numbered from 1, in OpenAI's prefixes."""
+
+    _counter: itertools.count[int] = field(factory=lambda: itertools.count(1))
+
+    def chat_completion_id(self) -> str:
+        return f"chatcmpl-{next(self._counter)}"
+
+    def completion_id(self) -> str:
+        return f"cmpl-{next(self._counter)}"
+
+    def request_id(self) -> str:
+        return f"req_{next(self._counter)}"
+
+
+def fake_app(
+    engine: FakeEngine | None = None,
+    *,
+    api_key: str | None = None,
+    clock: FixedClock | None = None,
+) -> Litestar:
+    """An llmserve app over a FakeEngine, with a fixed clock and counting ids."""
+    settings = Settings(server=ServerSettings(api_key=api_key))
+    return create_app(
+        settings,
+        engine=engine if engine is not None else FakeEngine(),
+        clock=clock if clock is not None else FixedClock(),
+        ids=CountingIds(),
+    )

@@ -1,0 +1,98 @@
+"""Metrics: the collectors on an injected registry."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from llmserve.engine.protocol import EngineStats
+from llmserve.metrics import Metrics
+
+
+@pytest.fixture(name="registry")
+def fixture_registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture(name="metrics")
+def fixture_metrics(registry: CollectorRegistry) -> Metrics:
+    return Metrics(registry)
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def test_observed_request_is_counted_with_its_labels(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """observe_request adds one to the endpoint/model/status series."""
+    metrics.observe_request(endpoint="/v1/completions", model="m", status=200, duration_ms=12.0)
+    labels = {"endpoint": "/v1/completions", "model": "m", "status": "200"}
+    assert value(registry, "llm_engine_requests_total", **labels) == 1.0
+
+
+def test_total_requests_counts_every_observed_request(metrics: Metrics) -> None:
+    """total_requests, for /health, is the sum over all series."""
+    metrics.observe_request(endpoint="/a", model="m", status=200, duration_ms=1.0)
+    metrics.observe_request(endpoint="/b", model="m", status=500, duration_ms=1.0)
+    assert metrics.total_requests == 2
+
+
+def test_duration_is_observed_in_milliseconds(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """A 40 ms request falls in the 50 ms bucket, not the 25 ms one."""
+    metrics.observe_request(endpoint="/e", model="m", status=200, duration_ms=40.0)
+    bucket = "llm_engine_request_duration_ms_bucket"
+    assert value(registry, bucket, endpoint="/e", model="m", le="25.0") == 0.0
+    assert value(registry, bucket, endpoint="/e", model="m", le="50.0") == 1.0
+
+
+def test_tokens_are_counted_per_model(metrics: Metrics, registry: CollectorRegistry) -> None:
+    """Prompt and generated tokens accumulate in their counters."""
+    metrics.observe_tokens(model="m", prompt=10, generated=3)
+    metrics.observe_tokens(model="m", prompt=5, generated=2)
+    assert value(registry, "llm_engine_prompt_tokens_total", model="m") == 15.0
+    assert value(registry, "llm_engine_generation_tokens_total", model="m") == 5.0
+
+
+def test_refresh_sets_gauges_from_engine_stats(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """Running, waiting and cache hit rate mirror the engine's snapshot."""
+    metrics.refresh(EngineStats(running=3, waiting=2, cache_hit_rate=0.5, loaded=True))
+    assert value(registry, "llm_engine_requests_running") == 3.0
+    assert value(registry, "llm_engine_requests_waiting") == 2.0
+    assert value(registry, "llm_engine_cache_hit_rate") == 0.5
+
+
+def test_refresh_sets_memory_to_the_process_rss(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """The memory gauge holds the process RSS in bytes."""
+    metrics.refresh(EngineStats())
+    memory = value(registry, "llm_engine_memory_usage_bytes")
+    assert memory is not None
+    assert memory > 1024 * 1024
+
+
+def test_two_apps_metrics_do_not_clash() -> None:
+    """Each Metrics on its own registry registers the same names without a duplicate error."""
+    Metrics(CollectorRegistry())
+    Metrics(CollectorRegistry())
+
+
+def test_process_collectors_are_added_to_a_private_registry(registry: CollectorRegistry) -> None:
+    """A private registry still exposes the stock process metrics."""
+    Metrics(registry)
+    assert value(registry, "process_resident_memory_bytes") is not None
+
+
+def test_exposition_speaks_openmetrics_when_asked(metrics: Metrics) -> None:
+    """A scraper that accepts OpenMetrics gets it, with its content type and EOF marker."""
+    body, content_type = metrics.exposition(
+        EngineStats(), "application/openmetrics-text; version=1.0.0"
+    )
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
