@@ -133,9 +133,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run_server(settings: Settings, listener: socket.socket) -> int:
+    import prometheus_client
     import uvicorn
 
     from llmserve.http.app import create_app
+
+    # Process-wide switch, so it belongs to the process entry point: the *_created series
+    # double every counter's output and no dashboard of ours reads them.
+    prometheus_client.disable_created_metrics()
 
     host, port = settings.server.host, settings.server.port
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

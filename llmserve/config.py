@@ -79,7 +79,7 @@ class ModelSettings:
     max_sequence_length: int = field(default=4096, validator=_at_least(16))  # one slot's context
     n_gpu_layers: int | None = field(default=None, validator=_at_least(-1))  # None: 0 cpu, all gpu
     parallel: int = field(default=4, validator=_at_least(1))  # sequence slots of the worker
-    n_threads: int | None = field(default=None, validator=_at_least(1))  # None: llama.cpp's
+    n_threads: int | None = field(default=None, validator=_at_least(1))  # None: every core
     n_batch: int = field(default=512, validator=_at_least(1))  # tokens per llama_decode step
     chat_template: str | None = field(default=None, validator=_not_empty)  # overrides the GGUF's
 

@@ -11,9 +11,23 @@ from attrs import frozen
 
 from llmserve.errors import ModelLoadError
 
-# llama-cpp-python routes llama.cpp's own log lines through this logger; it prints every
-# line to stderr unless the level says otherwise.
-_LLAMA_LOGGER = logging.getLogger("llama-cpp-python")
+_LLAMA_LOG = logging.getLogger("llama.cpp")
+# ggml.h's levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the previous line.
+_GGML_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+
+
+@llama_cpp.llama_log_callback
+def _log_callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    # llama.cpp prints plain lines to stderr by default; ours go through the JSON logs.
+    # Continuations and chatty info lines are debug: only warnings and errors show at info.
+    py_level = _GGML_LEVELS.get(level, logging.DEBUG)
+    if py_level == logging.INFO:
+        py_level = logging.DEBUG
+    if _LLAMA_LOG.isEnabledFor(py_level):
+        message = text.decode("utf-8", errors="replace").strip()
+        if message:
+            _LLAMA_LOG.log(py_level, message)
+
 
 _backend_ready = False
 
@@ -21,6 +35,7 @@ _backend_ready = False
 def _init_backend() -> None:
     global _backend_ready  # llama_backend_init must run once per process, not per model
     if not _backend_ready:
+        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()
         _backend_ready = True
 
@@ -44,8 +59,7 @@ class ModelFacts:
 class LlamaModel:
     """Owns a ``llama_model``; tokenizes and detokenizes with its vocabulary (thread-safe)."""
 
-    def __init__(self, path: Path, *, n_gpu_layers: int = 0, verbose: bool = False) -> None:
-        _LLAMA_LOGGER.setLevel(logging.DEBUG if verbose else logging.ERROR)
+    def __init__(self, path: Path, *, n_gpu_layers: int = 0) -> None:
         if not path.is_file():
             raise ModelLoadError(f"model file not found: {path}")
         with path.open("rb") as f:

@@ -146,8 +146,7 @@ class LlamaEngine:
                     "device=cpu"
                 )
             n_gpu_layers = -1 if settings.n_gpu_layers is None else settings.n_gpu_layers
-        verbose = self._settings.logging.level == "debug"
-        model = LlamaModel(self._path, n_gpu_layers=n_gpu_layers, verbose=verbose)
+        model = LlamaModel(self._path, n_gpu_layers=n_gpu_layers)
         self._model = model
         self._n_ctx_seq = min(settings.max_sequence_length, model.facts.n_ctx_train)
         self._template = ChatTemplate(
@@ -167,6 +166,7 @@ class LlamaEngine:
             n_batch=settings.n_batch,
             n_threads=settings.n_threads or os.cpu_count() or 1,
             n_gpu_layers=n_gpu_layers,
+            reuse_prefix=self._settings.cache.enabled,
         )
         self._worker = Worker(
             model, config, deliver, max_queued=self._settings.server.max_concurrent_requests

@@ -83,6 +83,7 @@ class WorkerConfig:
     n_gpu_layers: int
     kv_unified: bool = True
     swa_full: bool = False
+    reuse_prefix: bool = True  # serve a prompt's prefix from a slot's live KV when it matches
 
 
 class Worker:
@@ -213,6 +214,8 @@ class Worker:
     def _usable_prefix(self, slot: Slot, tokens: list[int]) -> int:
         """How many leading prompt tokens this slot's live KV can serve without recompute."""
         kv = slot.kv_tokens
+        if not self.config.reuse_prefix:
+            return 0
         limit = min(len(kv), len(tokens) - 1)  # at least one token must be decoded for logits
         p = 0
         while p < limit and kv[p] == tokens[p]:

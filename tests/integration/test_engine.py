@@ -171,3 +171,50 @@ async def test_stop_string_ends_generation_without_the_stop(engine: LlamaEngine)
     )
     assert text_of(events) == full[: full.index(stop)]
     assert events[-1].finish_reason == "stop"
+
+
+def sampled(prompt: str, **params: float | int) -> GenerationRequest:
+    return GenerationRequest(
+        prompt=prompt, max_tokens=24, sampling=SamplingParams(temperature=1.5, **params)
+    )
+
+
+async def test_same_seed_gives_the_same_sample(engine: LlamaEngine) -> None:
+    """Sampling with a fixed seed is reproducible; another seed gives another text."""
+    first = text_of(await collect(engine, sampled(PROMPTS[0], seed=7)))
+    again = text_of(await collect(engine, sampled(PROMPTS[0], seed=7)))
+    other = text_of(await collect(engine, sampled(PROMPTS[0], seed=8)))
+    assert first == again
+    assert first != other
+
+
+async def test_top_k_one_samples_like_greedy(engine: LlamaEngine) -> None:
+    """top_k=1 leaves one candidate, so any temperature and seed give the greedy text."""
+    greedy = text_of(await collect(engine, request_for(PROMPTS[1])))
+    top1 = text_of(
+        await collect(
+            engine,
+            GenerationRequest(
+                prompt=PROMPTS[1],
+                max_tokens=48,
+                sampling=SamplingParams(temperature=2.0, top_k=1, seed=3),
+            ),
+        )
+    )
+    assert top1 == greedy
+
+
+async def test_repeat_penalty_changes_greedy_output(engine: LlamaEngine) -> None:
+    """A strong repetition penalty steers greedy decoding away from its repeats."""
+    plain = text_of(await collect(engine, request_for(PROMPTS[3])))
+    penalised = text_of(
+        await collect(
+            engine,
+            GenerationRequest(
+                prompt=PROMPTS[3],
+                max_tokens=48,
+                sampling=SamplingParams(temperature=0.0, repeat_penalty=3.0),
+            ),
+        )
+    )
+    assert penalised != plain
