@@ -125,8 +125,8 @@ class Worker:
         self._outbox: list[tuple[Sink, Item]] = []
         self.steps = 0
         self.peak_batch_slots = 0  # most slots one decode step has carried, for tests and stats
-        self._lookups = 0
-        self._hits = 0
+        self._prompt_tokens = 0
+        self._reused_tokens = 0
 
     # --- called from other threads -------------------------------------------------------
 
@@ -157,8 +157,8 @@ class Worker:
         return len(self._inbox)
 
     def cache_hit_rate(self) -> float:
-        """Share of admitted requests that reused some of a slot's live KV."""
-        return self._hits / self._lookups if self._lookups else 0.0
+        """Fraction of admitted prompt tokens whose KV was reused rather than computed."""
+        return self._reused_tokens / self._prompt_tokens if self._prompt_tokens else 0.0
 
     def stop(self) -> None:
         with self._cond:
@@ -236,8 +236,8 @@ class Worker:
             llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
             reuse = 0
         del slot.kv_tokens[reuse:]
-        self._lookups += 1
-        self._hits += reuse > 0
+        self._prompt_tokens += len(job.tokens)
+        self._reused_tokens += reuse
         slot.run = Run(
             job=job,
             sampler=SamplerChain(job.sampling, self.model.n_vocab),

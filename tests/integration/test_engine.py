@@ -11,7 +11,12 @@ import pytest
 from llmserve.config import ModelSettings, ServerSettings, Settings
 from llmserve.engine.protocol import GenerationRequest, SamplingParams, TokenEvent
 from llmserve.engine.service import LlamaEngine
-from llmserve.errors import ContextLengthExceeded, EngineOverloaded, InvalidRequest
+from llmserve.errors import (
+    ContextLengthExceeded,
+    EngineOverloaded,
+    InvalidRequest,
+    ModelLoadError,
+)
 
 GREEDY = SamplingParams(temperature=0.0)
 PROMPTS = [
@@ -218,3 +223,15 @@ async def test_repeat_penalty_changes_greedy_output(engine: LlamaEngine) -> None
         )
     )
     assert penalised != plain
+
+
+async def test_gpu_device_on_a_cpu_build_fails_with_a_clear_error(tiny_gguf: Path) -> None:
+    """device=gpu on a llama.cpp build without GPU support fails at start, naming the fix."""
+    import llama_cpp
+
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("this llama.cpp build has GPU support")
+    settings = Settings(model=ModelSettings(model_path=str(tiny_gguf), device="gpu"))
+    engine = LlamaEngine(settings, tiny_gguf)
+    with pytest.raises(ModelLoadError, match="no GPU support"):
+        await engine.start()
