@@ -1,0 +1,415 @@
+"""The prefix cache: saved sequence KV states, found by their token prefix, in RAM and on disk.
+
+An entry is the llama.cpp state of one sequence (``llama_state_seq_get_data``) plus the tokens
+it holds. A prompt can reuse an entry up to their common prefix. Lookup never scans entries'
+tokens: a block-hash index maps every ``BLOCK``-token prefix boundary of every entry to the
+entries sharing it, so a lookup costs one hash per block of the prompt plus one comparison.
+
+Tiers, each with its own byte budget and eviction policy: RAM, and optionally a disk folder.
+Entries evicted from RAM spill to disk; a disk hit moves back to RAM. Disk files carry the
+cache identity (model file, llama-cpp-python version, context layout) and a checksum, and are
+checked before use: a stale or corrupt file is skipped with a warning, never loaded.
+
+This module never calls llama.cpp; the worker saves and restores the bytes. Only the worker
+thread uses a PrefixCache, except ``stats()`` (plain counters, read anywhere).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import logging
+import os
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from attrs import define, field, frozen
+
+from llmserve.engine.eviction import EvictionPolicy, PolicyName, make_policy
+
+log = logging.getLogger(__name__)
+
+BLOCK = 32  # tokens per index block; shorter prompts are cheap to recompute anyway
+MAGIC = b"LLMSKV01"
+_HEADER_LEN = struct.Struct("<I")
+
+
+def file_fingerprint(path: Path) -> str:
+    """A cheap identity of a model file: its size and hashes of its first and last 4 MiB.
+
+    Hashing a whole multi-GB model at every start would cost seconds; the ends hold the GGUF
+    header (metadata, tensor index) and the last tensors, which differ between any two models.
+    """
+    chunk = 4 << 20
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        digest.update(f.read(chunk))
+        f.seek(max(0, size - chunk))
+        digest.update(f.read(chunk))
+    return digest.hexdigest()
+
+
+def block_hashes(tokens: Sequence[int]) -> list[int]:
+    """Chained hashes of the prompt at every whole-block boundary."""
+    out: list[int] = []
+    h = 0
+    for start in range(0, len(tokens) - BLOCK + 1, BLOCK):
+        h = hash((h, tuple(tokens[start : start + BLOCK])))
+        out.append(h)
+    return out
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int], start: int = 0) -> int:
+    n = min(len(a), len(b))
+    i = start
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@frozen
+class SwaRule:
+    """When a restored state may be cut back (see DESIGN.md, the sliding-window trap)."""
+
+    n_swa: int  # 0: no sliding window, any cut is fine
+
+    def usable(self, *, pos_min: int, n_tokens: int, p: int) -> bool:
+        """Whether a state of n_tokens whose cache starts at pos_min can serve position p."""
+        if p >= n_tokens - 1 or not self.n_swa:
+            return True  # continued from its end (or one token back), or a full cache
+        return pos_min <= max(0, p - self.n_swa)
+
+
+@define(eq=False)
+class Entry:
+    key: int
+    tokens: tuple[int, ...]
+    pos_min: int
+    size: int
+    data: bytearray | None = None  # in RAM; None while on disk only
+    path: Path | None = None  # on disk
+
+
+@frozen
+class Hit:
+    entry: Entry
+    length: int  # prompt tokens the entry serves
+
+
+@define
+class CacheStats:
+    """Counters for /metrics; written by the worker thread, read anywhere."""
+
+    hits: int = 0
+    misses: int = 0
+    tokens_saved: int = 0
+    evictions: dict[str, int] = field(factory=lambda: {"ram": 0, "disk": 0})
+    bytes: dict[str, int] = field(factory=lambda: {"ram": 0, "disk": 0})
+    entries: dict[str, int] = field(factory=lambda: {"ram": 0, "disk": 0})
+
+
+class _Tier:
+    """One budgeted set of entries with its policy."""
+
+    def __init__(self, name: str, budget: int, policy: PolicyName, stats: CacheStats) -> None:
+        self.name = name
+        self.budget = budget
+        self.policy: EvictionPolicy = make_policy(policy)
+        self.entries: dict[int, Entry] = {}
+        self.used = 0
+        self._stats = stats
+
+    def add(self, entry: Entry) -> None:
+        self.entries[entry.key] = entry
+        self.policy.insert(entry.key)
+        self.used += entry.size
+        self._count()
+
+    def drop(self, entry: Entry) -> None:
+        del self.entries[entry.key]
+        self.policy.remove(entry.key)
+        self.used -= entry.size
+        self._count()
+
+    def victim(self) -> Entry:
+        return self.entries[self.policy.victim()]  # type: ignore[index]
+
+    def _count(self) -> None:
+        self._stats.bytes[self.name] = self.used
+        self._stats.entries[self.name] = len(self.entries)
+
+
+class PrefixCache:
+    """Saved sequence states by token prefix, in a RAM tier and an optional disk tier."""
+
+    def __init__(
+        self,
+        *,
+        identity: str,
+        ram_bytes: int,
+        policy: PolicyName = "lru",
+        swa: SwaRule | None = None,
+        disk_dir: Path | None = None,
+        disk_bytes: int = 0,
+        disk_policy: PolicyName | None = None,
+    ) -> None:
+        self.identity = identity
+        self.swa = swa or SwaRule(0)
+        self.stats = CacheStats()
+        self._ram = _Tier("ram", ram_bytes, policy, self.stats)
+        self._disk = (
+            _Tier("disk", disk_bytes, disk_policy or policy, self.stats)
+            if disk_dir is not None and disk_bytes > 0
+            else None
+        )
+        self._disk_dir = disk_dir
+        self._index: dict[int, set[int]] = {}  # block-prefix hash -> entry keys
+        self._by_key: dict[int, Entry] = {}
+        self._by_tokens: dict[tuple[int, ...], int] = {}
+        self._keys = itertools.count(1)
+        if self._disk is not None and disk_dir is not None:
+            disk_dir.mkdir(parents=True, exist_ok=True)
+            self._scan_disk(disk_dir)
+
+    # --- lookup -------------------------------------------------------------------------
+
+    def lookup(self, tokens: Sequence[int]) -> Hit | None:
+        """The entry serving the longest usable prefix of ``tokens`` (a miss counts)."""
+        best: Hit | None = None
+        hashes = block_hashes(tokens)
+        for depth in range(len(hashes), 0, -1):
+            keys = self._index.get(hashes[depth - 1])
+            if not keys:
+                continue
+            start = depth * BLOCK
+            for key in keys:
+                entry = self._by_key[key]
+                length = min(common_prefix(entry.tokens, tokens, start), len(tokens) - 1)
+                usable = self.swa.usable(
+                    pos_min=entry.pos_min, n_tokens=len(entry.tokens), p=length
+                )
+                if usable and (best is None or length > best.length):
+                    best = Hit(entry, length)
+            if best is not None:
+                break  # a shallower block cannot beat a usable deeper one
+        return best
+
+    def contains(self, tokens: Sequence[int]) -> bool:
+        return tuple(tokens) in self._by_tokens
+
+    def load(self, hit: Hit) -> bytearray | None:
+        """The state bytes of a hit, moving a disk entry back to RAM; None if unusable."""
+        entry = hit.entry
+        data = entry.data
+        if data is None:
+            data = self._read_disk(entry)
+            if data is None:
+                return None
+            self._forget(entry)
+            entry.data, entry.path = data, None
+            self._insert(entry)
+        elif entry.key in self._ram.entries:
+            self._ram.policy.touch(entry.key)
+        return data
+
+    def reject(self, hit: Hit) -> None:
+        """llama.cpp refused the state of a hit: drop it so it is never offered again."""
+        log.warning("dropping a prefix cache entry llama.cpp could not restore")
+        self._forget(hit.entry)
+
+    def record(self, reused_tokens: int) -> None:
+        """Count one admitted prompt: a hit if any of its KV was reused (cache or live slot)."""
+        if reused_tokens:
+            self.stats.hits += 1
+            self.stats.tokens_saved += reused_tokens
+        else:
+            self.stats.misses += 1
+
+    # --- store --------------------------------------------------------------------------
+
+    def store(self, tokens: Sequence[int], pos_min: int, data: bytearray) -> bool:
+        """Keep a saved state; False when it is too large for the budget or too short."""
+        key_tokens = tuple(tokens)
+        if len(key_tokens) < BLOCK or len(data) > self._ram.budget:
+            return False
+        old = self._by_tokens.get(key_tokens)
+        if old is not None:
+            self._forget(self._by_key[old])
+        entry = Entry(
+            key=next(self._keys), tokens=key_tokens, pos_min=pos_min, size=len(data), data=data
+        )
+        self._insert(entry)
+        return True
+
+    def touch(self, tokens: Sequence[int]) -> None:
+        key = self._by_tokens.get(tuple(tokens))
+        if key is not None and key in self._ram.entries:
+            self._ram.policy.touch(key)
+
+    def _insert(self, entry: Entry) -> None:
+        ram = self._ram
+        while ram.used + entry.size > ram.budget and ram.entries:
+            victim = ram.victim()
+            ram.drop(victim)
+            self.stats.evictions["ram"] += 1
+            self._unindex(victim)
+            self._spill(victim)
+        ram.add(entry)
+        self._index_entry(entry)
+
+    def _index_entry(self, entry: Entry) -> None:
+        self._by_key[entry.key] = entry
+        self._by_tokens[entry.tokens] = entry.key
+        for h in block_hashes(entry.tokens):
+            self._index.setdefault(h, set()).add(entry.key)
+
+    def _unindex(self, entry: Entry) -> None:
+        del self._by_key[entry.key]
+        self._by_tokens.pop(entry.tokens, None)
+        for h in block_hashes(entry.tokens):
+            keys = self._index.get(h)
+            if keys is not None:
+                keys.discard(entry.key)
+                if not keys:
+                    del self._index[h]
+
+    def _forget(self, entry: Entry) -> None:
+        """Remove an entry from wherever it is."""
+        if entry.key in self._ram.entries:
+            self._ram.drop(entry)
+        elif self._disk is not None and entry.key in self._disk.entries:
+            self._disk.drop(entry)
+            self._delete_file(entry)
+        if entry.key in self._by_key:
+            self._unindex(entry)
+
+    # --- disk tier ----------------------------------------------------------------------
+
+    def _spill(self, entry: Entry) -> None:
+        disk, data = self._disk, entry.data
+        if disk is None or self._disk_dir is None or data is None:
+            return
+        if entry.size > disk.budget:
+            return
+        while disk.used + entry.size > disk.budget and disk.entries:
+            victim = disk.victim()
+            disk.drop(victim)
+            self.stats.evictions["disk"] += 1
+            self._unindex(victim)
+            self._delete_file(victim)
+        path = self._disk_dir / f"{hashlib.sha256(repr(entry.tokens).encode()).hexdigest()}.kv"
+        try:
+            _write_entry(path, self.identity, entry, data)
+        except OSError as exc:  # a full or read-only disk loses the entry, not the server
+            log.warning("prefix cache: could not spill to disk: %s", exc)
+            return
+        entry.data, entry.path = None, path
+        disk.add(entry)
+        self._index_entry(entry)
+
+    def _read_disk(self, entry: Entry) -> bytearray | None:
+        path = entry.path
+        if path is None:
+            return None
+        try:
+            header, tokens, data = _read_entry(path)
+        except (OSError, ValueError) as exc:
+            log.warning("prefix cache: skipping unreadable file %s: %s", path, exc)
+            self._forget(entry)
+            return None
+        if header.get("identity") != self.identity or tuple(tokens) != entry.tokens:
+            log.warning("prefix cache: skipping stale file %s", path)
+            self._forget(entry)
+            return None
+        return data
+
+    def _scan_disk(self, folder: Path) -> None:
+        """Index the files a previous run left, reading headers only."""
+        disk = self._disk
+        if disk is None:
+            return
+        for path in sorted(folder.glob("*.kv"), key=lambda p: p.stat().st_mtime):
+            try:
+                header, tokens = _read_header(path)
+            except (OSError, ValueError) as exc:
+                log.warning("prefix cache: skipping unreadable file %s: %s", path, exc)
+                continue
+            if header.get("identity") != self.identity:
+                log.warning("prefix cache: skipping %s, saved for another model or version", path)
+                continue
+            size = int(header["size"])
+            if disk.used + size > disk.budget or tuple(tokens) in self._by_tokens:
+                continue
+            entry = Entry(
+                key=next(self._keys),
+                tokens=tuple(tokens),
+                pos_min=int(header["pos_min"]),
+                size=size,
+                path=path,
+            )
+            disk.add(entry)
+            self._index_entry(entry)
+
+    @staticmethod
+    def _delete_file(entry: Entry) -> None:
+        if entry.path is not None:
+            with contextlib.suppress(OSError):
+                entry.path.unlink()
+            entry.path = None
+
+
+# --- the file format: MAGIC, u32 header length, JSON header, int32 tokens, state bytes -------
+
+
+def _write_entry(path: Path, identity: str, entry: Entry, data: bytearray) -> None:
+    header = json.dumps(
+        {
+            "identity": identity,
+            "n_tokens": len(entry.tokens),
+            "pos_min": entry.pos_min,
+            "size": entry.size,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+    ).encode()
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        f.write(MAGIC)
+        f.write(_HEADER_LEN.pack(len(header)))
+        f.write(header)
+        f.write(struct.pack(f"<{len(entry.tokens)}i", *entry.tokens))
+        f.write(data)
+    os.replace(tmp, path)  # a crash mid-write never leaves a half file under the real name
+
+
+def _read_header_from(f: BinaryIO) -> tuple[dict[str, object], list[int]]:
+    read = f.read
+    if read(len(MAGIC)) != MAGIC:
+        raise ValueError("not a prefix cache file")
+    (length,) = _HEADER_LEN.unpack(read(_HEADER_LEN.size))
+    header = json.loads(read(length))
+    n = int(header["n_tokens"])
+    raw = read(4 * n)
+    if len(raw) != 4 * n:
+        raise ValueError("truncated tokens")
+    return header, list(struct.unpack(f"<{n}i", raw))
+
+
+def _read_header(path: Path) -> tuple[dict[str, object], list[int]]:
+    with path.open("rb") as f:
+        return _read_header_from(f)
+
+
+def _read_entry(path: Path) -> tuple[dict[str, object], list[int], bytearray]:
+    with path.open("rb") as f:
+        header, tokens = _read_header_from(f)
+        data = bytearray(int(str(header["size"])))
+        if f.readinto(data) != len(data) or f.read(1):
+            raise ValueError("truncated or oversized state")
+    if hashlib.sha256(data).hexdigest() != header["sha256"]:
+        raise ValueError("checksum mismatch")
+    return header, tokens, data
