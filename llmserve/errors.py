@@ -15,7 +15,17 @@ CLI prints its message as one line.
     ├── EngineOverloaded               429 rate_limit_error / engine_overloaded (Retry-After)
     ├── ServiceUnavailable             503 server_error / service_unavailable
     ├── ConfigError                    start-up: invalid configuration (names the key)
-    └── ModelLoadError                 start-up: the model cannot be loaded
+    ├── ModelLoadError                 start-up: the model cannot be loaded
+    └── ModelStoreError                pull / models / start-up: the Hub and the model store
+        ├── LocalModelNotFound         no model of that name in the store
+        ├── HubRepoNotFound            no such repository or revision (or private, no token)
+        ├── HubAccessDenied            gated or private: HF_TOKEN missing or without access
+        ├── NoMatchingFile             no GGUF in the repository matches the pattern
+        ├── AmbiguousFile              several GGUFs match; the message lists them
+        ├── UnsafeFileName             a repository file name would escape the model store
+        ├── DownloadFailed             network or Hub failure; a partial download is kept
+        ├── DiskFull                   not enough space; a partial download is kept
+        └── ChecksumMismatch           the bytes are not the Hub's; the bad file is removed
 """
 
 from __future__ import annotations
@@ -122,3 +132,63 @@ class ModelLoadError(LLMServeError):
     """The model file cannot be loaded."""
 
     code = "model_load_failed"
+
+
+class ModelStoreError(LLMServeError):
+    """Downloading from the Hugging Face Hub or using the local model store failed."""
+
+    code = "model_store_error"
+
+
+class LocalModelNotFound(ModelStoreError):
+    """No model of that name in the local store."""
+
+    code = "local_model_not_found"
+
+
+class HubRepoNotFound(ModelStoreError):
+    """The Hub has no such repository or revision (a private one looks missing without a token)."""
+
+    code = "hub_repo_not_found"
+
+
+class HubAccessDenied(ModelStoreError):
+    """The repository is gated or private and the token is missing or has no access."""
+
+    code = "hub_access_denied"
+
+
+class NoMatchingFile(ModelStoreError):
+    """No GGUF file of the repository matches the pattern."""
+
+    code = "no_matching_file"
+
+
+class AmbiguousFile(ModelStoreError):
+    """Several GGUF models match; the message lists them."""
+
+    code = "ambiguous_file"
+
+
+class UnsafeFileName(ModelStoreError):
+    """A repository file name would land outside the model store (``../``, absolute)."""
+
+    code = "unsafe_file_name"
+
+
+class DownloadFailed(ModelStoreError):
+    """The download broke off (network, Hub); what arrived is kept to resume from."""
+
+    code = "download_failed"
+
+
+class DiskFull(ModelStoreError):
+    """The model store's disk has no room for the download; what arrived is kept."""
+
+    code = "disk_full"
+
+
+class ChecksumMismatch(ModelStoreError):
+    """The downloaded file's hash differs from the one the Hub published; it was removed."""
+
+    code = "checksum_mismatch"

