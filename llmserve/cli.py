@@ -35,7 +35,9 @@ logger = logging.getLogger("llmserve.cli")
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
-GRACEFUL_SHUTDOWN_S = 30  # bounds the wait for open streams after SIGTERM
+# uvicorn's own wait for open responses once it stops: after a SIGTERM drain (bounded by
+# [server] graceful_shutdown_s), or at once after Ctrl+C.
+CLOSE_TIMEOUT_S = 5
 # The settings flags (besides --config): names of llmserve.config.OPTIONS.
 SETTING_FLAGS = (
     "host",
@@ -144,6 +146,8 @@ def _run_server(settings: Settings, listener: socket.socket) -> int:
     import uvicorn
 
     from llmserve.http.app import create_app
+    from llmserve.http.lifecycle import Lifecycle
+    from llmserve.http.server import DrainingServer
 
     # Process-wide switch, so it belongs to the process entry point: the *_created series
     # double every counter's output and no dashboard of ours reads them.
@@ -151,7 +155,8 @@ def _run_server(settings: Settings, listener: socket.socket) -> int:
 
     host, port = settings.server.host, settings.server.port
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    watch = _StartupWatch(create_app(settings), url)
+    lifecycle = Lifecycle()
+    watch = _StartupWatch(create_app(settings, lifecycle=lifecycle), url)
     config = uvicorn.Config(
         watch,
         host=settings.server.host,
@@ -160,21 +165,21 @@ def _run_server(settings: Settings, listener: socket.socket) -> int:
         lifespan="on",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_graceful_shutdown=CLOSE_TIMEOUT_S,
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, lifecycle, grace_s=settings.server.graceful_shutdown_s)
     try:
         server.run(sockets=[listener])
     except SystemExit:
-        # uvicorn exits this way when the app's startup (the model load) fails.
+        # uvicorn exits this way when the app's startup fails.
         if watch.error is None:
             raise LLMServeError("server failed to start; see the log above") from None
-    if watch.error is not None:
-        if isinstance(watch.error, LLMServeError):
-            raise watch.error
-        raise LLMServeError(
-            f"startup failed: {type(watch.error).__name__}: {watch.error}"
-        ) from watch.error
+    # The lifespan failed (watch.error), or the model load after it (lifecycle.error).
+    error = watch.error if watch.error is not None else lifecycle.error
+    if error is not None:
+        if isinstance(error, LLMServeError):
+            raise error
+        raise LLMServeError(f"startup failed: {type(error).__name__}: {error}") from error
     return 0
 
 
@@ -184,7 +189,8 @@ class _StartupWatch:
 
     uvicorn only logs a failed startup (Litestar sends the whole traceback as the message) and
     exits; this keeps the exception so the CLI can end with one line naming it. It also logs
-    the moment the server is ready, which uvicorn does not when it is handed a socket.
+    the moment the server answers (the model loads after that, in the background), which
+    uvicorn does not when it is handed a socket.
     """
 
     app: ASGIApp

@@ -71,6 +71,9 @@ class ServerSettings:
     port: int = field(default=8080, validator=_between(1, 65535))
     api_key: str | None = field(default=None, validator=_not_empty, repr=False)  # never logged
     max_concurrent_requests: int = field(default=100, validator=_at_least(1))
+    max_body_mb: int = field(default=10, validator=_at_least(1))  # larger bodies: 413
+    rate_limit_rpm: int | None = field(default=None, validator=_at_least(1))  # None: no limit
+    graceful_shutdown_s: int = field(default=30, validator=_at_least(0))  # SIGTERM drain bound
 
 
 @frozen
@@ -133,6 +136,9 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "port": ("server", "port"),
     "api_key": ("server", "api_key"),
     "max_concurrent_requests": ("server", "max_concurrent_requests"),
+    "max_body_mb": ("server", "max_body_mb"),
+    "rate_limit_rpm": ("server", "rate_limit_rpm"),
+    "graceful_shutdown_s": ("server", "graceful_shutdown_s"),
     "model_path": ("model", "model_path"),
     "model_name": ("model", "name"),
     "device": ("model", "device"),

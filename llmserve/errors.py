@@ -12,7 +12,9 @@ CLI prints its message as one line.
     ├── AuthenticationFailed           401 authentication_error / invalid_api_key
     ├── NotFound                       404 invalid_request_error / not_found
     │   └── ModelNotFound              404 invalid_request_error / model_not_found
-    ├── EngineOverloaded               429 rate_limit_error / engine_overloaded (Retry-After)
+    ├── TooManyRequests                429 rate_limit_error (Retry-After)
+    │   ├── EngineOverloaded           429 rate_limit_error / engine_overloaded
+    │   └── RateLimitExceeded          429 rate_limit_error / rate_limit_exceeded
     ├── ServiceUnavailable             503 server_error / service_unavailable
     ├── ConfigError                    start-up: invalid configuration (names the key)
     ├── ModelLoadError                 start-up: the model cannot be loaded
@@ -102,16 +104,28 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
-class EngineOverloaded(LLMServeError):
-    """Every slot is busy and the wait queue is full."""
+class TooManyRequests(LLMServeError):
+    """Not now: the client may retry after ``retry_after_s`` seconds."""
 
     status = 429
     type = "rate_limit_error"
-    code = "engine_overloaded"
+    code = "rate_limit_exceeded"
 
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class EngineOverloaded(TooManyRequests):
+    """Every slot is busy and the wait queue is full."""
+
+    code = "engine_overloaded"
+
+
+class RateLimitExceeded(TooManyRequests):
+    """This client sent more requests than ``[server] rate_limit_rpm`` allows."""
+
+    code = "rate_limit_exceeded"
 
 
 class ServiceUnavailable(LLMServeError):

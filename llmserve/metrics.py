@@ -2,7 +2,8 @@
 
 The four ``llm_engine_*`` names of the seed README are a public contract. Gauges that mirror the
 engine or the process (running, waiting, cache hit rate, RSS) are refreshed at scrape time from
-``EngineStats`` rather than kept in step on every request.
+``EngineStats`` rather than kept in step on every request. The serving latencies (time to first
+token, inter-token latency, queue wait) are observed as the events of a request arrive.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ DURATION_BUCKETS_MS = (
     120_000.0,
     300_000.0,
 )
+# Seconds from arrival to the first generated token: a cached prompt on a GPU to a long prefill
+# behind a queue on a CPU.
+TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Seconds between two generated tokens of one request: thousands of tokens/s to a few.
+ITL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Seconds a request waited for a sequence slot: none at all to minutes behind a full queue.
+QUEUE_WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 class Metrics:
@@ -87,11 +95,34 @@ class Metrics:
         self.requests_running = Gauge(
             "llm_engine_requests_running",
             "Requests holding a sequence slot.",
+            ("model",),
             registry=registry,
         )
         self.requests_waiting = Gauge(
             "llm_engine_requests_waiting",
             "Requests queued for a sequence slot.",
+            ("model",),
+            registry=registry,
+        )
+        self.time_to_first_token = Histogram(
+            "llm_engine_time_to_first_token_seconds",
+            "Time from a request's arrival to its first generated token.",
+            ("model",),
+            buckets=TTFT_BUCKETS_S,
+            registry=registry,
+        )
+        self.inter_token_latency = Histogram(
+            "llm_engine_inter_token_latency_seconds",
+            "Time between two generated tokens of one request.",
+            ("model",),
+            buckets=ITL_BUCKETS_S,
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "llm_engine_queue_wait_seconds",
+            "Time a request waited for a sequence slot.",
+            ("model",),
+            buckets=QUEUE_WAIT_BUCKETS_S,
             registry=registry,
         )
         if process_collectors and registry is not REGISTRY:
@@ -120,18 +151,34 @@ class Metrics:
         if generated:
             self.generation_tokens.labels(model=model).inc(generated)
 
+    def observe_first_token(self, *, model: str, seconds: float) -> None:
+        """Record one request's time to first token."""
+        self.time_to_first_token.labels(model=model).observe(seconds)
+
+    def observe_inter_token(self, *, model: str, seconds: float, tokens: int = 1) -> None:
+        """Record ``tokens`` gaps of ``seconds`` each between generated tokens."""
+        histogram = self.inter_token_latency.labels(model=model)
+        for _ in range(tokens):
+            histogram.observe(seconds)
+
+    def observe_queue_wait(self, *, model: str, seconds: float) -> None:
+        """Record how long one request waited for a slot."""
+        self.queue_wait.labels(model=model).observe(seconds)
+
     def rss_bytes(self) -> int:
         return int(self._process.memory_info().rss)
 
-    def refresh(self, stats: EngineStats) -> None:
+    def refresh(self, stats: EngineStats, *, model: str) -> None:
         """Set the gauges that mirror the engine and the process to their values now."""
         self.cache_hit_rate.set(stats.cache_hit_rate)
-        self.requests_running.set(stats.running)
-        self.requests_waiting.set(stats.waiting)
+        self.requests_running.labels(model=model).set(stats.running)
+        self.requests_waiting.labels(model=model).set(stats.waiting)
         self.memory_usage.set(self.rss_bytes())
 
-    def exposition(self, stats: EngineStats, accept: str | None) -> tuple[bytes, str]:
+    def exposition(
+        self, stats: EngineStats, accept: str | None, *, model: str
+    ) -> tuple[bytes, str]:
         """The scrape body in the format ``accept`` asks for, and its content type."""
-        self.refresh(stats)
+        self.refresh(stats, model=model)
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type

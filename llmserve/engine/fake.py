@@ -3,12 +3,14 @@
 It "generates" a fixed list of text pieces, one token each, honouring ``max_tokens`` (finish
 reason ``length``) and stop strings (``stop``; the stop string itself is never emitted, as the
 protocol requires). A prompt costs one token per whitespace-separated word, or one per id.
-It records what it was asked and how generations ended, and can be told to fail.
+It records what it was asked and how generations ended, and can be told to fail, to load
+slowly (``start_gate``) or not at all (``start_error``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -79,6 +81,7 @@ class FakeGeneration:
                     tokens=1,
                     finish_reason=self.finish_reason if last else None,
                     usage=self._usage() if last else None,
+                    queue_wait_s=engine.queue_wait_s if i == 0 else None,
                 )
             if not engine.finish_on_last_piece or not self.pieces:
                 yield TokenEvent(text="", finish_reason=self.finish_reason, usage=self._usage())
@@ -119,6 +122,9 @@ class FakeEngine:
     submit_error: LLMServeError | None = None
     fail_after: int | None = None  # raise fail_with after this many pieces
     fail_with: LLMServeError = field(factory=lambda: LLMServeError("scripted failure"))
+    queue_wait_s: float | None = None  # reported on the first event
+    start_gate: threading.Event | None = None  # start() waits for it to be set
+    start_error: LLMServeError | None = None  # start() raises it
     loaded: bool = False
     stopped: bool = False
     running: int = 0
@@ -157,6 +163,10 @@ class FakeEngine:
         return generation
 
     async def start(self) -> None:
+        if self.start_gate is not None:
+            await asyncio.to_thread(self.start_gate.wait)
+        if self.start_error is not None:
+            raise self.start_error
         self.loaded = True
 
     async def stop(self) -> None:

@@ -53,12 +53,14 @@ class TokenEvent:
 
     ``text`` is always whole UTF-8 characters and never contains (part of) a stop string.
     ``tokens`` is how many generated tokens this event accounts for (may be 0 or several).
+    ``queue_wait_s``, on the first event only, is how long the request waited for a slot.
     """
 
     text: str
     tokens: int = 0
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    queue_wait_s: float | None = None
 
 
 @frozen

@@ -236,6 +236,9 @@ class Worker:
             llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
             reuse = 0
         del slot.kv_tokens[reuse:]
+        # A job's first event, sent on admission, says how long it waited for this slot.
+        waited = time.monotonic() - job.enqueued_at
+        self._outbox.append((job.sink, TokenEvent(text="", queue_wait_s=waited)))
         self._prompt_tokens += len(job.tokens)
         self._reused_tokens += reuse
         slot.run = Run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,9 +12,11 @@ from prometheus_client import CollectorRegistry
 from llmserve.config import Settings
 from llmserve.engine.protocol import Engine
 from llmserve.http.failures import handle_exception
+from llmserve.http.lifecycle import Lifecycle, load_engine
 from llmserve.http.observe import observe_requests
 from llmserve.http.openai import openai_router
 from llmserve.http.ops import OPS_ROUTES
+from llmserve.http.ratelimit import RateLimiter
 from llmserve.http.state import STATE_KEY, AppState, Clock, IdFactory, RandomIds, SystemClock
 from llmserve.metrics import Metrics
 
@@ -32,31 +35,39 @@ def create_app(
     clock: Clock | None = None,
     ids: IdFactory | None = None,
     registry: CollectorRegistry | None = None,
+    lifecycle: Lifecycle | None = None,
 ) -> Litestar:
     """The server app. Without ``engine``, the lifespan builds the real one from ``settings``.
 
-    Either way the app starts the engine on startup and stops it on shutdown. Each app gets
+    Either way the app starts the engine in the background once it serves (probes answer while
+    the model loads; ``lifecycle`` follows the load) and stops it on shutdown. Each app gets
     its own Prometheus registry unless one is given, so several apps can live in one process.
     """
     clock = clock or SystemClock()
     ids = ids or RandomIds()
+    lifecycle = lifecycle if lifecycle is not None else Lifecycle()
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
+    rpm = settings.server.rate_limit_rpm
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         served = engine if engine is not None else _build_engine(settings)
-        await served.start()
+        app.state[STATE_KEY] = AppState(
+            settings=settings,
+            engine=served,
+            metrics=metrics,
+            clock=clock,
+            ids=ids,
+            lifecycle=lifecycle,
+            limiter=RateLimiter(rpm, clock) if rpm is not None else None,
+            started_at=clock.monotonic(),
+        )
+        loading = asyncio.create_task(load_engine(served, lifecycle))
         try:
-            app.state[STATE_KEY] = AppState(
-                settings=settings,
-                engine=served,
-                metrics=metrics,
-                clock=clock,
-                ids=ids,
-                started_at=clock.monotonic(),
-            )
             yield
         finally:
+            # A model load cannot be interrupted: let it end, then stop what it started.
+            await loading
             await served.stop()
 
     return Litestar(
@@ -64,6 +75,7 @@ def create_app(
         lifespan=[lifespan],
         middleware=[observe_requests],
         exception_handlers={Exception: handle_exception},
+        request_max_body_size=settings.server.max_body_mb << 20,
         # logs.py owns logging; our handler logs unexpected errors itself.
         logging_config=None,
         # The routes parse raw bodies with the codec; a generated schema would be empty.

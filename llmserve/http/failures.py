@@ -19,7 +19,7 @@ from litestar.exceptions import (
 )
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
-from llmserve.errors import EngineOverloaded, LLMServeError
+from llmserve.errors import LLMServeError, TooManyRequests
 
 log = logging.getLogger("llmserve.http")
 
@@ -53,7 +53,7 @@ def error_reply(exc: BaseException, *, method: str, path: str) -> ErrorReply:
     """How ``exc``, raised while serving ``method path``, is answered."""
     if isinstance(exc, LLMServeError):
         headers = {}
-        if isinstance(exc, EngineOverloaded):
+        if isinstance(exc, TooManyRequests):
             headers["Retry-After"] = str(exc.retry_after_s)
         return ErrorReply(exc.status, exc.envelope(), headers)
     if isinstance(exc, NotFoundException):

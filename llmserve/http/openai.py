@@ -15,7 +15,9 @@ from typing import Any, Protocol
 from attrs import frozen
 from litestar import Request, Response, Router, get, post
 from litestar.background_tasks import BackgroundTask
+from litestar.connection import ASGIConnection
 from litestar.enums import MediaType
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, RawBody
 from litestar.response import Stream
 from litestar.types import Receive
@@ -27,6 +29,7 @@ from llmserve.errors import LLMServeError, ModelNotFound
 from llmserve.http.auth import require_api_key
 from llmserve.http.failures import internal_error_envelope
 from llmserve.http.observe import RequestRecord, record_of
+from llmserve.http.ratelimit import limit_rate
 from llmserve.http.state import AppState, app_state
 
 log = logging.getLogger("llmserve.http")
@@ -314,10 +317,15 @@ async def retrieve_model(
     raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
 
 
+def require_ready(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Litestar guard: 503 service_unavailable while the model loads or the server drains."""
+    app_state(connection.app).lifecycle.check_ready()
+
+
 def openai_router() -> Router:
-    """The /v1 routes behind the API-key guard; a fresh Router for each app."""
+    """The /v1 routes behind the readiness, API-key and rate guards; a fresh Router per app."""
     return Router(
         path="/v1",
         route_handlers=[chat_completions, completions, list_models, retrieve_model],
-        guards=[require_api_key],
+        guards=[require_ready, require_api_key, limit_rate],
     )

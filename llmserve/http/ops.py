@@ -6,17 +6,30 @@ from typing import Any
 
 from litestar import Request, Response, get
 
-from llmserve.http.state import app_state
+from llmserve.http.lifecycle import Phase
+from llmserve.http.state import AppState, app_state
 
 _MIB = 1024 * 1024
 
 
+def _phase(state: AppState) -> Phase:
+    """The lifecycle's phase, but loading while the engine reports no model."""
+    phase = state.lifecycle.phase
+    if phase is Phase.READY and not state.engine.stats().loaded:
+        return Phase.LOADING
+    return phase
+
+
 @get("/health")
 async def health(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    """The seed README's health body; 200 whenever the server is up."""
+    """The seed README's health body; 200 whenever the process serves.
+
+    ``status`` is ``healthy`` once the model serves, else the phase: loading, draining, failed.
+    """
     state = app_state(request.app)
+    phase = _phase(state)
     return {
-        "status": "healthy",
+        "status": "healthy" if phase is Phase.READY else phase.value,
         "uptime_seconds": int(state.uptime_seconds()),
         "total_requests": state.metrics.total_requests,
         "cache_hit_rate": state.engine.stats().cache_hit_rate,
@@ -38,10 +51,12 @@ async def livez() -> dict[str, str]:
 
 @get("/readyz")
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
-    """Readiness: 200 once the model is loaded, 503 before."""
-    if app_state(request.app).engine.stats().loaded:
-        return Response(content={"status": "ready"})
-    return Response(content={"status": "loading"}, status_code=503)
+    """Readiness: 200 while the model serves; 503 while it loads, after a failed load, and
+    from SIGTERM on (draining), so that a load balancer sends new requests elsewhere."""
+    phase = _phase(app_state(request.app))
+    return Response(
+        content={"status": phase.value}, status_code=200 if phase is Phase.READY else 503
+    )
 
 
 @get("/metrics")
@@ -49,7 +64,7 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Prometheus exposition (OpenMetrics when the scraper asks for it)."""
     state = app_state(request.app)
     body, content_type = state.metrics.exposition(
-        state.engine.stats(), request.headers.get("accept")
+        state.engine.stats(), request.headers.get("accept"), model=state.engine.model_id
     )
     # As a header, not media_type: Litestar would append a second charset to text/plain.
     return Response(content=body, headers={"Content-Type": content_type})

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
     from llmserve.config import Settings
     from llmserve.engine.protocol import Engine
+    from llmserve.http.lifecycle import Lifecycle
+    from llmserve.http.ratelimit import RateLimiter
     from llmserve.metrics import Metrics
 
 STATE_KEY = "llmserve"
@@ -68,7 +70,9 @@ class AppState:
     metrics: Metrics
     clock: Clock
     ids: IdFactory
-    started_at: float  # clock.monotonic() when the engine had started
+    lifecycle: Lifecycle
+    limiter: RateLimiter | None  # None: no rate limit
+    started_at: float  # clock.monotonic() when the server started
 
     def uptime_seconds(self) -> float:
         return self.clock.monotonic() - self.started_at

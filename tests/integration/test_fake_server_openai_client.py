@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -12,7 +11,7 @@ import pytest
 from llmserve.engine.fake import FakeEngine
 from llmserve.errors import EngineOverloaded
 from tests.support.doubles import fake_app
-from tests.support.server import serve_app
+from tests.support.server import eventually, serve_app
 
 KEY = "sk-integration"
 USER = {"role": "user", "content": "say hello"}
@@ -33,16 +32,6 @@ def fixture_base_url(engine: FakeEngine) -> Iterator[str]:
 def fixture_client(base_url: str) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0) as client:
         yield client
-
-
-def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    """Poll until condition holds (the server thread works concurrently with the test)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_chat_completion(client: openai.OpenAI) -> None:

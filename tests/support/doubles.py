@@ -10,6 +10,7 @@ from litestar import Litestar
 from llmserve.config import ServerSettings, Settings
 from llmserve.engine.fake import FakeEngine
 from llmserve.http.app import create_app
+from llmserve.http.lifecycle import Lifecycle
 
 
 @define
@@ -51,12 +52,18 @@ def fake_app(
     *,
     api_key: str | None = None,
     clock: FixedClock | None = None,
+    server: ServerSettings | None = None,
+    lifecycle: Lifecycle | None = None,
 ) -> Litestar:
-    """An llmserve app over a FakeEngine, with a fixed clock and counting ids."""
-    settings = Settings(server=ServerSettings(api_key=api_key))
+    """An llmserve app over a FakeEngine, with a fixed clock and counting ids.
+
+    ``server`` replaces the server settings (``api_key`` is then ignored).
+    """
+    settings = Settings(server=server if server is not None else ServerSettings(api_key=api_key))
     return create_app(
         settings,
         engine=engine if engine is not None else FakeEngine(),
         clock=clock if clock is not None else FixedClock(),
         ids=CountingIds(),
+        lifecycle=lifecycle,
     )

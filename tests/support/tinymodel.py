@@ -68,8 +68,17 @@ def _vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def build_tiny_gguf(path: Path, *, chat_template: str | None = None, seed: int = 0) -> Path:
-    """Write the tiny model to ``path`` (deterministic for a given seed) and return the path."""
+def build_tiny_gguf(
+    path: Path,
+    *,
+    chat_template: str | None = None,
+    seed: int = 0,
+    context_length: int = N_CTX_TRAIN,
+) -> Path:
+    """Write the tiny model to ``path`` (deterministic for a given seed) and return the path.
+
+    ``context_length`` is the trained context, which bounds a sequence's context.
+    """
     tokens, scores, types = _vocabulary()
     n_vocab = len(tokens)
     head_dim = N_EMBD // N_HEAD
@@ -82,7 +91,7 @@ def build_tiny_gguf(path: Path, *, chat_template: str | None = None, seed: int =
     writer = gguf.GGUFWriter(path, ARCH)
     writer.add_name("llmserve tiny test model")
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    writer.add_context_length(N_CTX_TRAIN)
+    writer.add_context_length(context_length)
     writer.add_embedding_length(N_EMBD)
     writer.add_block_count(N_LAYER)
     writer.add_feed_forward_length(N_FF)

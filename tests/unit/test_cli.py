@@ -67,7 +67,7 @@ def fixture_fake_app(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
 
     module.startup = startup  # type: ignore[attr-defined]
 
-    def create_app(settings: Settings, engine: object = None) -> Litestar:
+    def create_app(settings: Settings, engine: object = None, **_: object) -> Litestar:
         @asynccontextmanager
         async def lifespan(_app: Litestar) -> AsyncIterator[None]:
             await module.startup()  # type: ignore[attr-defined]

@@ -60,10 +60,10 @@ def test_tokens_are_counted_per_model(metrics: Metrics, registry: CollectorRegis
 def test_refresh_sets_gauges_from_engine_stats(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
-    """Running, waiting and cache hit rate mirror the engine's snapshot."""
-    metrics.refresh(EngineStats(running=3, waiting=2, cache_hit_rate=0.5, loaded=True))
-    assert value(registry, "llm_engine_requests_running") == 3.0
-    assert value(registry, "llm_engine_requests_waiting") == 2.0
+    """Running, waiting (per model) and cache hit rate mirror the engine's snapshot."""
+    metrics.refresh(EngineStats(running=3, waiting=2, cache_hit_rate=0.5, loaded=True), model="m")
+    assert value(registry, "llm_engine_requests_running", model="m") == 3.0
+    assert value(registry, "llm_engine_requests_waiting", model="m") == 2.0
     assert value(registry, "llm_engine_cache_hit_rate") == 0.5
 
 
@@ -71,7 +71,7 @@ def test_refresh_sets_memory_to_the_process_rss(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
     """The memory gauge holds the process RSS in bytes."""
-    metrics.refresh(EngineStats())
+    metrics.refresh(EngineStats(), model="m")
     memory = value(registry, "llm_engine_memory_usage_bytes")
     assert memory is not None
     assert memory > 1024 * 1024
@@ -92,7 +92,33 @@ def test_process_collectors_are_added_to_a_private_registry(registry: CollectorR
 def test_exposition_speaks_openmetrics_when_asked(metrics: Metrics) -> None:
     """A scraper that accepts OpenMetrics gets it, with its content type and EOF marker."""
     body, content_type = metrics.exposition(
-        EngineStats(), "application/openmetrics-text; version=1.0.0"
+        EngineStats(), "application/openmetrics-text; version=1.0.0", model="m"
     )
     assert content_type.startswith("application/openmetrics-text")
     assert body.endswith(b"# EOF\n")
+
+
+def test_time_to_first_token_is_a_histogram_per_model(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """A 0.3 s first token falls in the 0.5 s bucket of its model, not the 0.25 s one."""
+    metrics.observe_first_token(model="m", seconds=0.3)
+    bucket = "llm_engine_time_to_first_token_seconds_bucket"
+    assert value(registry, bucket, model="m", le="0.25") == 0.0
+    assert value(registry, bucket, model="m", le="0.5") == 1.0
+
+
+def test_inter_token_latency_counts_every_token(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """Three tokens that arrived together are three observations of the shared gap."""
+    metrics.observe_inter_token(model="m", seconds=0.02, tokens=3)
+    assert value(registry, "llm_engine_inter_token_latency_seconds_count", model="m") == 3.0
+    assert value(registry, "llm_engine_inter_token_latency_seconds_sum", model="m") == 0.06
+
+
+def test_queue_wait_is_a_histogram_per_model(metrics: Metrics, registry: CollectorRegistry) -> None:
+    """A queue wait is observed in seconds under its model."""
+    metrics.observe_queue_wait(model="m", seconds=2.0)
+    assert value(registry, "llm_engine_queue_wait_seconds_count", model="m") == 1.0
+    assert value(registry, "llm_engine_queue_wait_seconds_bucket", model="m", le="2.5") == 1.0

@@ -1,0 +1,152 @@
+"""`python -m llmserve serve` as a real process: SIGTERM drains and exits 0; a model that cannot
+load ends the process with one line and status 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+
+from tests.support.server import free_port
+
+START_TIMEOUT_S = 60.0
+STREAM_TOKENS = 1500  # in flight for 0.3 s (fast machine) to seconds while the test looks
+
+
+def serve_command(model: Path, port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "llmserve", "serve",
+        "--host", "127.0.0.1", "--port", str(port), "--model-path", str(model),
+        "--parallel", "1", "--max-sequence-length", "2048", *extra,
+    ]  # fmt: skip
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("LLM_ENGINE_")}
+
+
+@attrs.frozen
+class Server:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    stderr: Path
+
+    def log(self) -> str:
+        return self.stderr.read_text()
+
+
+@pytest.fixture(name="server")
+def fixture_server(tiny_gguf: Path, tmp_path: Path) -> Iterator[Server]:
+    """A running `llmserve serve` on the tiny model, ready; killed if a test leaves it alive."""
+    port = free_port()
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("wb") as sink:
+        process = subprocess.Popen(
+            serve_command(tiny_gguf, port),
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", stderr)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _ready(server.base_url):
+            assert process.poll() is None, server.log()
+            assert time.monotonic() < deadline, "the server was not ready in time"
+            time.sleep(0.05)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+def _ready(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/readyz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_0(server: Server) -> None:
+    """SIGTERM mid-stream: /readyz 503 draining and new requests 503 at once, the stream runs
+    to its end, then the process exits with status 0."""
+    process, base_url = server.process, server.base_url
+    body = {"prompt": "hello", "max_tokens": STREAM_TOKENS, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{base_url}/v1/completions", json=body, timeout=60) as stream:
+        lines = stream.iter_lines()  # kept: dropping the iterator would close the connection
+        assert next(lines).startswith("data: ")
+        process.send_signal(signal.SIGTERM)
+
+        readyz = httpx.get(f"{base_url}/readyz", timeout=10)
+        assert (readyz.status_code, readyz.json()) == (503, {"status": "draining"})
+        refused = httpx.post(f"{base_url}/v1/completions", json={"prompt": "x"}, timeout=10)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "service_unavailable"
+
+        rest = [line for line in lines if line.startswith("data: ")]
+    assert rest[-1] == "data: [DONE]"
+    finish = json.loads(rest[-2].removeprefix("data: "))["choices"][0]["finish_reason"]
+    assert finish == "length", "the stream was cut instead of finishing"
+    assert process.wait(timeout=30) == 0
+    assert "Traceback" not in server.log()
+
+
+def test_sigterm_when_idle_exits_0_at_once(server: Server) -> None:
+    """With nothing in flight, SIGTERM ends the process promptly with status 0."""
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=15) == 0
+
+
+def serve_bad_model(
+    tmp_path: Path, content: bytes, *flags: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `llmserve serve` on a model file holding ``content``, until it exits."""
+    model = tmp_path / "bad.gguf"
+    model.write_bytes(content)
+    return subprocess.run(
+        serve_command(model, free_port(), *flags),
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"this is a text file, not a model\n", "not a GGUF file"),
+        (b"GGUF" + bytes(64), "llama.cpp failed to load the model"),
+    ],
+    ids=["not-gguf", "corrupt-gguf"],
+)
+def test_model_that_cannot_load_is_one_line_and_exit_1(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    """The load fails after the port is open: still one line on stderr, status 1."""
+    result = serve_bad_model(tmp_path, content, "--log-level", "critical")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"llmserve: error: {reason}: {tmp_path / 'bad.gguf'}"]
+
+
+def test_load_failure_at_info_level_has_no_traceback(tmp_path: Path) -> None:
+    """At the default log level the failure is logged as JSON, without a traceback wall."""
+    result = serve_bad_model(tmp_path, b"not a model")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    *logs, last = result.stderr.splitlines()
+    assert last == f"llmserve: error: not a GGUF file: {tmp_path / 'bad.gguf'}"
+    assert all(json.loads(line) for line in logs)

@@ -1,0 +1,79 @@
+"""DrainingServer: SIGTERM drains instead of stopping; a failed load stops the server."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import uvicorn
+
+from llmserve.http.lifecycle import Lifecycle, Phase
+from llmserve.http.server import DrainingServer
+
+
+async def _app(scope: object, receive: object, send: object) -> None:
+    raise AssertionError("never called")
+
+
+@pytest.fixture(name="lifecycle")
+def fixture_lifecycle() -> Lifecycle:
+    return Lifecycle(phase=Phase.READY)
+
+
+def server_for(lifecycle: Lifecycle, grace_s: float = 30.0) -> DrainingServer:
+    return DrainingServer(uvicorn.Config(_app), lifecycle, grace_s=grace_s)
+
+
+async def test_sigterm_drains_and_keeps_serving(lifecycle: Lifecycle) -> None:
+    """The first SIGTERM starts draining; with a request in flight the server goes on."""
+    lifecycle.in_flight = 1
+    server = server_for(lifecycle)
+    server.handle_exit(signal.SIGTERM, None)
+    assert lifecycle.phase is Phase.DRAINING
+    assert not await server.on_tick(0)
+
+
+async def test_drained_server_stops(lifecycle: Lifecycle) -> None:
+    """Once the last request in flight has finished, the next tick stops the server."""
+    lifecycle.in_flight = 1
+    server = server_for(lifecycle)
+    server.handle_exit(signal.SIGTERM, None)
+    lifecycle.in_flight = 0
+    assert await server.on_tick(1)
+
+
+async def test_grace_period_bounds_the_drain(lifecycle: Lifecycle) -> None:
+    """Requests still in flight when the grace period is over do not hold the server."""
+    lifecycle.in_flight = 2
+    server = server_for(lifecycle, grace_s=0.0)
+    server.handle_exit(signal.SIGTERM, None)
+    assert await server.on_tick(1)
+
+
+def test_second_sigterm_stops_at_once(lifecycle: Lifecycle) -> None:
+    """A second SIGTERM ends the wait for requests in flight."""
+    lifecycle.in_flight = 1
+    server = server_for(lifecycle)
+    server.handle_exit(signal.SIGTERM, None)
+    server.handle_exit(signal.SIGTERM, None)
+    assert server.should_exit
+
+
+def test_sigint_keeps_uvicorns_behaviour(lifecycle: Lifecycle) -> None:
+    """Ctrl+C stops the server without a drain."""
+    server = server_for(lifecycle)
+    server.handle_exit(signal.SIGINT, None)
+    assert server.should_exit
+    assert lifecycle.phase is Phase.READY
+
+
+async def test_failed_load_stops_the_server() -> None:
+    """When the model load has failed, the next tick stops the server."""
+    lifecycle = Lifecycle()
+    lifecycle.failed(RuntimeError("boom"))
+    assert await server_for(lifecycle).on_tick(0)
+
+
+async def test_loading_server_keeps_serving() -> None:
+    """A load in progress does not stop the server."""
+    assert not await server_for(Lifecycle()).on_tick(0)
