@@ -94,6 +94,11 @@ class CacheSettings:
     enabled: bool = True
     max_size_mb: int = field(default=1024, validator=_at_least(0))
     eviction_policy: EvictionPolicy = field(default="lru", validator=_one_of(EvictionPolicy))
+    disk_dir: str | None = field(default=None, validator=_not_empty)  # None: no disk tier
+    disk_size_mb: int = field(default=4096, validator=_at_least(0))
+    disk_eviction_policy: EvictionPolicy | None = field(
+        default=None, validator=attrs.validators.optional(_one_of(EvictionPolicy))
+    )  # None: the RAM tier's policy
 
 
 def _default_models_dir() -> str:
@@ -150,6 +155,9 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "cache_enabled": ("cache", "enabled"),
     "cache_size_mb": ("cache", "max_size_mb"),
     "cache_eviction_policy": ("cache", "eviction_policy"),
+    "cache_disk_dir": ("cache", "disk_dir"),
+    "cache_disk_size_mb": ("cache", "disk_size_mb"),
+    "cache_disk_eviction_policy": ("cache", "disk_eviction_policy"),
     "models_dir": ("store", "models_dir"),
     "log_level": ("logging", "level"),
 }

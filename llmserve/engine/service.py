@@ -15,6 +15,7 @@ import llama_cpp
 from llmserve.config import Settings, resolve_model_path
 from llmserve.engine.chat import ChatTemplate
 from llmserve.engine.model import LlamaModel
+from llmserve.engine.prefix_cache import PrefixCache, SwaRule, file_fingerprint
 from llmserve.engine.protocol import (
     EngineStats,
     GenerationRequest,
@@ -169,7 +170,34 @@ class LlamaEngine:
             reuse_prefix=self._settings.cache.enabled,
         )
         self._worker = Worker(
-            model, config, deliver, max_queued=self._settings.server.max_concurrent_requests
+            model,
+            config,
+            deliver,
+            max_queued=self._settings.server.max_concurrent_requests,
+            cache=self._build_cache(model, config),
+        )
+
+    def _build_cache(self, model: LlamaModel, config: WorkerConfig) -> PrefixCache | None:
+        settings = self._settings.cache
+        if not settings.enabled or settings.max_size_mb == 0:
+            return None
+        # A saved state is only valid for the same weights, library and KV layout.
+        identity = "|".join(
+            (
+                file_fingerprint(self._path),
+                f"llama-cpp-python={llama_cpp.__version__}",
+                f"kv_unified={config.kv_unified}",
+                f"swa_full={config.swa_full}",
+            )
+        )
+        return PrefixCache(
+            identity=identity,
+            ram_bytes=settings.max_size_mb << 20,
+            policy=settings.eviction_policy,
+            swa=SwaRule(model.facts.n_swa),
+            disk_dir=Path(settings.disk_dir) if settings.disk_dir else None,
+            disk_bytes=settings.disk_size_mb << 20,
+            disk_policy=settings.disk_eviction_policy,
         )
 
     async def stop(self) -> None:

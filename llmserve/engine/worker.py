@@ -9,16 +9,18 @@ Events go back to the asyncio loop once per step through the injected ``deliver`
 from __future__ import annotations
 
 import collections
+import ctypes
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import llama_cpp
 from attrs import define, field
 
 from llmserve.engine.model import LlamaModel
+from llmserve.engine.prefix_cache import Hit, PrefixCache
 from llmserve.engine.protocol import FinishReason, SamplingParams, TokenEvent, Usage
 from llmserve.engine.sampling import SamplerChain
 from llmserve.engine.textstream import TextStream
@@ -48,6 +50,9 @@ class Job:
     sampling: SamplingParams
     sink: Sink
     enqueued_at: float = field(factory=time.monotonic)
+    # Called with the logits of the first generated position (a numpy copy); for tests that
+    # compare cached and uncached computations.
+    first_logits: Callable[[Any], None] | None = None
 
 
 @define
@@ -90,10 +95,16 @@ class Worker:
     """Owns a llama context and its thread; ``submit`` is the only call from other threads."""
 
     def __init__(
-        self, model: LlamaModel, config: WorkerConfig, deliver: Deliver, max_queued: int
+        self,
+        model: LlamaModel,
+        config: WorkerConfig,
+        deliver: Deliver,
+        max_queued: int,
+        cache: PrefixCache | None = None,
     ) -> None:
         self.model = model
         self.config = config
+        self.cache = cache
         self._deliver = deliver
         self._max_queued = max_queued
         params = llama_cpp.llama_context_default_params()
@@ -195,6 +206,7 @@ class Worker:
         """Move queued jobs into free slots, in arrival order (caller holds the lock)."""
         for slot in self._slots:
             if slot.run is not None and slot.run.job.sink.cancelled:
+                self._save(slot)
                 self._release(slot)
         while self._inbox:
             job = self._inbox[0]
@@ -209,7 +221,64 @@ class Worker:
                 ((s, self._usable_prefix(s, job.tokens)) for s in free),
                 key=lambda pair: (pair[1], -pair[0].last_used),
             )
+            if self.cache is not None:
+                hit = self.cache.lookup(job.tokens)
+                if hit is not None and hit.length > reuse:
+                    # The least recently used free slot: its KV was saved when it finished.
+                    target = min(free, key=lambda s: s.last_used)
+                    if self._restore(self.cache, target, hit):
+                        best, reuse = target, hit.length
+                self.cache.record(reuse)
             self._assign(best, job, reuse)
+
+    def _restore(self, cache: PrefixCache, slot: Slot, hit: Hit) -> bool:
+        """Load a cached state into a slot's sequence; False (slot emptied) on failure."""
+        data = cache.load(hit)
+        llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+        slot.kv_tokens.clear()
+        if data is None:
+            return False
+        buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        n = llama_cpp.llama_state_seq_set_data(self._ctx, buf, len(data), slot.seq_id)
+        end = llama_cpp.llama_memory_seq_pos_max(self._mem, slot.seq_id)
+        if n == 0 or end != len(hit.entry.tokens) - 1:
+            cache.reject(hit)
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+            return False
+        slot.kv_tokens.extend(hit.entry.tokens)
+        return True
+
+    def _save(self, slot: Slot) -> None:
+        """Copy a finishing slot's KV state into the prefix cache (its live KV stays)."""
+        cache, tokens = self.cache, slot.kv_tokens
+        if cache is None or len(tokens) < 2:
+            return
+        if cache.contains(tokens):
+            cache.touch(tokens)
+            return
+        seq = slot.seq_id
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, seq)
+        data = bytearray(size)
+        buf = (ctypes.c_uint8 * size).from_buffer(data)
+        n = llama_cpp.llama_state_seq_get_data(self._ctx, buf, size, seq)
+        if n == 0:
+            return
+        del buf  # a live ctypes view would forbid resizing the bytearray
+        if n != size:
+            del data[n:]
+        cache.store(tokens, self._saved_pos_min(seq), data)
+
+    def _saved_pos_min(self, seq: int) -> int:
+        """The first position a saved state of ``seq`` holds in every layer.
+
+        A state save leaves out sliding-window cells the window has passed, even while the
+        live cache still holds them: what a restore gets starts at pos_max - n_swa + 1.
+        """
+        live = llama_cpp.llama_memory_seq_pos_min(self._mem, seq)
+        n_swa = self.model.facts.n_swa
+        if not n_swa:
+            return live
+        return max(live, llama_cpp.llama_memory_seq_pos_max(self._mem, seq) - n_swa + 1)
 
     def _usable_prefix(self, slot: Slot, tokens: list[int]) -> int:
         """How many leading prompt tokens this slot's live KV can serve without recompute."""
@@ -290,7 +359,15 @@ class Worker:
             return
         for slot, run in active:
             if run.batch_index >= 0:
+                if run.job.first_logits is not None and run.n_generated == 0:
+                    run.job.first_logits(self._logits(run.batch_index))
                 self._on_token(slot, run, run.sampler.sample(self._ctx, run.batch_index))
+
+    def _logits(self, batch_index: int) -> Any:
+        import numpy as np  # only tests ask for logits; keep numpy off the import path
+
+        row = llama_cpp.llama_get_logits_ith(self._ctx, batch_index)
+        return np.ctypeslib.as_array(row, shape=(self.model.n_vocab,)).copy()
 
     def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         b = self._batch
@@ -323,6 +400,8 @@ class Worker:
         tail = "" if run.text.stopped else run.text.flush()
         event = TokenEvent(text=tail, finish_reason=reason, usage=usage)
         self._outbox.append((run.job.sink, event))
+        self._flush_outbox()  # the client hears of its finish before the state copy below
+        self._save(slot)
         self._release(slot)
 
     def _fail(self, slot: Slot, error: LLMServeError) -> None:

@@ -1,0 +1,102 @@
+"""Multi-turn chat hits the prefix cache, through the server and the openai client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from llmserve.config import CacheSettings, ModelSettings, Settings
+from llmserve.http.app import create_app
+from tests.support.server import serve_app
+
+SYSTEM = " ".join(f"Rule {i}: answer briefly about subject {i}." for i in range(12))
+
+
+def serve(tiny_gguf: Path, *, parallel: int, cache: CacheSettings) -> Iterator[openai.OpenAI]:
+    settings = Settings(
+        model=ModelSettings(model_path=str(tiny_gguf), parallel=parallel, max_sequence_length=1024),
+        cache=cache,
+    )
+    with (
+        serve_app(create_app(settings)) as base_url,
+        openai.OpenAI(base_url=f"{base_url}/v1", api_key="x", max_retries=0) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(name="one_slot")
+def fixture_one_slot(tiny_gguf: Path) -> Iterator[openai.OpenAI]:
+    yield from serve(tiny_gguf, parallel=1, cache=CacheSettings(max_size_mb=64))
+
+
+@pytest.fixture(name="no_cache")
+def fixture_no_cache(tiny_gguf: Path) -> Iterator[openai.OpenAI]:
+    yield from serve(tiny_gguf, parallel=1, cache=CacheSettings(enabled=False))
+
+
+class Conversation:
+    """A chat that re-sends its whole history each turn, as chat clients do."""
+
+    def __init__(self, client: openai.OpenAI, topic: str) -> None:
+        self.client = client
+        self.messages: list[dict[str, str]] = [
+            {"role": "system", "content": f"{SYSTEM} Topic: {topic}."}
+        ]
+
+    def turn(self, question: str) -> tuple[int, int]:
+        """One turn; returns (prompt_tokens, cached_tokens)."""
+        self.messages.append({"role": "user", "content": question})
+        result = self.client.chat.completions.create(
+            model="tiny",
+            messages=self.messages,  # type: ignore[arg-type]
+            max_tokens=12,
+            temperature=0,
+        )
+        self.messages.append({"role": "assistant", "content": result.choices[0].message.content})
+        usage = result.usage
+        assert usage is not None
+        assert usage.prompt_tokens_details is not None
+        return usage.prompt_tokens, usage.prompt_tokens_details.cached_tokens or 0
+
+
+def test_next_turn_reuses_the_whole_previous_prompt(one_slot: openai.OpenAI) -> None:
+    """Turn N+1 re-renders the template and re-tokenizes the answer, and still hits."""
+    chat = Conversation(one_slot, "rivers")
+    prompt_1, cached_1 = chat.turn("Name a river.")
+    prompt_2, cached_2 = chat.turn("How long is it?")
+    assert cached_1 == 0
+    assert cached_2 >= prompt_1
+    assert prompt_2 > prompt_1
+
+
+def test_interleaved_conversations_come_back_from_the_cache(one_slot: openai.OpenAI) -> None:
+    """With one slot and two alternating chats, each turn's KV is restored from the cache."""
+    rivers, birds = Conversation(one_slot, "rivers"), Conversation(one_slot, "birds")
+    first_rivers, _ = rivers.turn("Name a river.")
+    first_birds, _ = birds.turn("Name a bird.")
+    _, cached_rivers = rivers.turn("How long is it?")  # the slot holds birds now
+    _, cached_birds = birds.turn("Can it fly?")
+    assert cached_rivers >= first_rivers
+    assert cached_birds >= first_birds
+
+
+def test_with_cache_disabled_nothing_is_reused(no_cache: openai.OpenAI) -> None:
+    """cache.enabled = false turns off every reuse: cached_tokens stays 0."""
+    chat = Conversation(no_cache, "rivers")
+    chat.turn("Name a river.")
+    _, cached = chat.turn("How long is it?")
+    assert cached == 0
+
+
+def test_cached_and_uncached_turns_give_the_same_answer(
+    one_slot: openai.OpenAI, no_cache: openai.OpenAI
+) -> None:
+    """Greedy answers are the same whether the history came from the cache or not."""
+    cached_chat, fresh_chat = Conversation(one_slot, "stars"), Conversation(no_cache, "stars")
+    for question in ("Name a star.", "How far is it?", "Is it bright?"):
+        cached_chat.turn(question)
+        fresh_chat.turn(question)
+    assert cached_chat.messages == fresh_chat.messages
