@@ -1,0 +1,1 @@
+"""Deployment checks: the Dockerfile and the Helm chart."""
