@@ -8,6 +8,8 @@ token, inter-token latency, queue wait) are observed as the events of a request 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import psutil
 from prometheus_client import (
     REGISTRY,
@@ -16,12 +18,13 @@ from prometheus_client import (
     Gauge,
     Histogram,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from llmserve.engine.protocol import EngineStats
+from llmserve.engine.protocol import CacheSnapshot, EngineStats
 
 # Milliseconds: from a cached short completion to a long generation on a slow CPU.
 DURATION_BUCKETS_MS = (
@@ -48,6 +51,47 @@ TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 ITL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Seconds a request waited for a sequence slot: none at all to minutes behind a full queue.
 QUEUE_WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class CacheCollector:
+    """The prefix cache's counters, read from the engine's last snapshot at scrape time.
+
+    The engine owns the counts (the worker thread bumps them); a custom collector exposes
+    them as true counters without mirroring every increment into prometheus_client.
+    """
+
+    def __init__(self) -> None:
+        self.snapshot = CacheSnapshot()
+        self.model = ""
+
+    def collect(self) -> Iterator[Metric]:
+        s, labels = self.snapshot, [self.model]
+        for name, doc, value in (
+            ("llm_engine_cache_hits", "Prompts that reused cached KV.", s.hits),
+            ("llm_engine_cache_misses", "Prompts computed from scratch.", s.misses),
+            (
+                "llm_engine_cache_prompt_tokens_saved",
+                "Prompt tokens whose KV was reused instead of computed.",
+                s.tokens_saved,
+            ),
+        ):
+            counter = CounterMetricFamily(name, doc, labels=["model"])
+            counter.add_metric(labels, value)
+            yield counter
+        evictions = CounterMetricFamily(
+            "llm_engine_cache_evictions", "Entries evicted, by tier.", labels=["model", "tier"]
+        )
+        size = GaugeMetricFamily(
+            "llm_engine_cache_bytes", "Bytes of cached KV, by tier.", labels=["model", "tier"]
+        )
+        entries = GaugeMetricFamily(
+            "llm_engine_cache_entries", "Cached entries, by tier.", labels=["model", "tier"]
+        )
+        for tier in ("ram", "disk"):
+            evictions.add_metric([*labels, tier], s.evictions.get(tier, 0))
+            size.add_metric([*labels, tier], s.bytes.get(tier, 0))
+            entries.add_metric([*labels, tier], s.entries.get(tier, 0))
+        yield from (evictions, size, entries)
 
 
 class Metrics:
@@ -125,6 +169,8 @@ class Metrics:
             buckets=QUEUE_WAIT_BUCKETS_S,
             registry=registry,
         )
+        self.cache = CacheCollector()
+        registry.register(self.cache)
         if process_collectors and registry is not REGISTRY:
             # The stock process/GC/platform metrics live on the global registry; an app with
             # its own registry still wants them on its /metrics.
@@ -171,6 +217,7 @@ class Metrics:
     def refresh(self, stats: EngineStats, *, model: str) -> None:
         """Set the gauges that mirror the engine and the process to their values now."""
         self.cache_hit_rate.set(stats.cache_hit_rate)
+        self.cache.snapshot, self.cache.model = stats.cache, model
         self.requests_running.labels(model=model).set(stats.running)
         self.requests_waiting.labels(model=model).set(stats.waiting)
         self.memory_usage.set(self.rss_bytes())

@@ -75,6 +75,18 @@ class ModelInfo:
 
 
 @frozen
+class CacheSnapshot:
+    """Prefix cache counters; ``tier``-keyed maps have "ram" and "disk"."""
+
+    hits: int = 0
+    misses: int = 0
+    tokens_saved: int = 0
+    evictions: Mapping[str, int] = field(factory=dict)
+    bytes: Mapping[str, int] = field(factory=dict)
+    entries: Mapping[str, int] = field(factory=dict)
+
+
+@frozen
 class EngineStats:
     """A snapshot for /health and /metrics."""
 
@@ -82,6 +94,7 @@ class EngineStats:
     waiting: int = 0
     cache_hit_rate: float = 0.0
     loaded: bool = False
+    cache: CacheSnapshot = field(factory=CacheSnapshot)
 
 
 class Generation(Protocol):

@@ -17,6 +17,7 @@ from llmserve.engine.chat import ChatTemplate
 from llmserve.engine.model import LlamaModel
 from llmserve.engine.prefix_cache import PrefixCache, SwaRule, file_fingerprint
 from llmserve.engine.protocol import (
+    CacheSnapshot,
     EngineStats,
     GenerationRequest,
     ModelInfo,
@@ -114,11 +115,22 @@ class LlamaEngine:
         worker = self._worker
         if worker is None:
             return EngineStats()
+        cache = worker.cache.stats if worker.cache is not None else None
         return EngineStats(
             running=worker.running(),
             waiting=worker.waiting(),
             cache_hit_rate=worker.cache_hit_rate(),
             loaded=True,
+            cache=CacheSnapshot(
+                hits=cache.hits,
+                misses=cache.misses,
+                tokens_saved=cache.tokens_saved,
+                evictions=dict(cache.evictions),
+                bytes=dict(cache.bytes),
+                entries=dict(cache.entries),
+            )
+            if cache is not None
+            else CacheSnapshot(),
         )
 
     def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -100,3 +101,20 @@ def test_cached_and_uncached_turns_give_the_same_answer(
         cached_chat.turn(question)
         fresh_chat.turn(question)
     assert cached_chat.messages == fresh_chat.messages
+
+
+def test_cache_hits_show_on_metrics(one_slot: openai.OpenAI) -> None:
+    """/metrics counts the hits and saved prompt tokens of a multi-turn chat."""
+    chat = Conversation(one_slot, "lakes")
+    chat.turn("Name a lake.")
+    _, cached = chat.turn("How deep is it?")
+    root = str(one_slot.base_url).rstrip("/").removesuffix("/v1")
+    text = httpx.get(f"{root}/metrics").text
+    hits = [line for line in text.splitlines() if line.startswith("llm_engine_cache_hits_total")]
+    saved = [
+        line
+        for line in text.splitlines()
+        if line.startswith("llm_engine_cache_prompt_tokens_saved_total")
+    ]
+    assert float(hits[0].split()[-1]) >= 1
+    assert float(saved[0].split()[-1]) >= cached > 0

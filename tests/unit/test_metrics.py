@@ -122,3 +122,29 @@ def test_queue_wait_is_a_histogram_per_model(metrics: Metrics, registry: Collect
     metrics.observe_queue_wait(model="m", seconds=2.0)
     assert value(registry, "llm_engine_queue_wait_seconds_count", model="m") == 1.0
     assert value(registry, "llm_engine_queue_wait_seconds_bucket", model="m", le="2.5") == 1.0
+
+
+def test_prefix_cache_counters_come_from_the_engine_snapshot() -> None:
+    """Cache hits, misses, saved tokens, evictions, bytes and entries by tier are exported."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from llmserve.engine.protocol import CacheSnapshot, EngineStats
+    from llmserve.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry(), process_collectors=False)
+    snapshot = CacheSnapshot(
+        hits=3,
+        misses=2,
+        tokens_saved=900,
+        evictions={"ram": 4, "disk": 1},
+        bytes={"ram": 1000, "disk": 5000},
+        entries={"ram": 2, "disk": 7},
+    )
+    metrics.refresh(EngineStats(cache=snapshot), model="m")
+    text = generate_latest(metrics.registry).decode()
+    assert 'llm_engine_cache_hits_total{model="m"} 3.0' in text
+    assert 'llm_engine_cache_misses_total{model="m"} 2.0' in text
+    assert 'llm_engine_cache_prompt_tokens_saved_total{model="m"} 900.0' in text
+    assert 'llm_engine_cache_evictions_total{model="m",tier="disk"} 1.0' in text
+    assert 'llm_engine_cache_bytes{model="m",tier="ram"} 1000.0' in text
+    assert 'llm_engine_cache_entries{model="m",tier="disk"} 7.0' in text
