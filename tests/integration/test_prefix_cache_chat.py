@@ -118,3 +118,14 @@ def test_cache_hits_show_on_metrics(one_slot: openai.OpenAI) -> None:
     ]
     assert float(hits[0].split()[-1]) >= 1
     assert float(saved[0].split()[-1]) >= cached > 0
+
+
+def test_conversations_come_back_from_the_disk_tier(tiny_gguf: Path, tmp_path: Path) -> None:
+    """With a RAM tier too small for every chat, evicted states spill to disk and still hit."""
+    cache = CacheSettings(max_size_mb=1, disk_dir=str(tmp_path / "kv"), disk_size_mb=64)
+    for client in serve(tiny_gguf, parallel=1, cache=cache):
+        chats = [Conversation(client, f"topic {i} " + "detail " * 90) for i in range(10)]
+        firsts = [chat.turn("Tell me more.")[0] for chat in chats]
+        cached = [chat.turn("And then?")[1] for chat in chats]
+        assert list(tmp_path.joinpath("kv").glob("*.kv")), "nothing spilled to disk"
+        assert all(c >= f for c, f in zip(cached, firsts, strict=True)), (cached, firsts)
