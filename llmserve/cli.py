@@ -23,7 +23,7 @@ from llmserve.cli_models import add_commands as add_model_commands
 from llmserve.config import (
     Settings,
     load_settings,
-    resolve_model_path,
+    resolve_model_paths,
     settings_to_dict,
     settings_to_toml,
 )
@@ -132,11 +132,7 @@ def _serve(args: argparse.Namespace) -> int:
     # has loaded, and no other process can take it while the model loads.
     listener = _bind(settings.server.host, settings.server.port)
     try:
-        model_path = resolve_model_path(settings)
-        settings = attrs.evolve(
-            settings, model=attrs.evolve(settings.model, model_path=str(model_path))
-        )
-        return _run_server(settings, listener)
+        return _run_server(resolve_model_paths(settings), listener)
     finally:
         listener.close()
 

@@ -74,6 +74,10 @@ class ServerSettings:
     max_body_mb: int = field(default=10, validator=_at_least(1))  # larger bodies: 413
     rate_limit_rpm: int | None = field(default=None, validator=_at_least(1))  # None: no limit
     graceful_shutdown_s: int = field(default=30, validator=_at_least(0))  # SIGTERM drain bound
+    # Several models ([[models]]): how many may be in memory at once (None: all of them), and
+    # how long a model may sit idle before it is unloaded (None or -1: never; 0: at once).
+    max_loaded_models: int | None = field(default=None, validator=_at_least(1))
+    keep_alive: int | None = field(default=None, validator=_at_least(-1))
 
 
 @frozen
@@ -87,6 +91,47 @@ class ModelSettings:
     n_threads: int | None = field(default=None, validator=_at_least(1))  # None: every core
     n_batch: int = field(default=512, validator=_at_least(1))  # tokens per llama_decode step
     chat_template: str | None = field(default=None, validator=_not_empty)  # overrides the GGUF's
+
+
+def _names(_instance: Any, _attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    if any(not name.strip() for name in value):
+        raise ValueError("must not contain an empty name")
+
+
+@frozen
+class ServedModelSettings(ModelSettings):
+    """One ``[[models]]`` entry: a ``[model]`` table, plus how it is named, loaded and unloaded.
+
+    A single ``[model]`` is served as one of these with ``preload = true``.
+    """
+
+    aliases: tuple[str, ...] = field(default=(), validator=_names)  # more names that route here
+    preload: bool = False  # load at start (readiness waits for it); else on first use
+    keep_alive: int | None = field(default=None, validator=_at_least(-1))  # None: [server]'s
+
+
+def _distinct_models(instance: Settings, _attribute: Any, value: tuple[Any, ...]) -> None:
+    """Every name and alias routes to one model; preloaded models fit max_loaded_models."""
+    seen: dict[str, str] = {}
+    for number, entry in enumerate(value, 1):
+        if entry.name is None:
+            raise ValueError(f"[[models]] #{number}: name is required")
+        if entry.model_path is None:
+            raise ValueError(f"[[models]] #{number} ({entry.name}): model_path is required")
+        for name in (entry.name, *entry.aliases):
+            if name in seen and seen[name] != entry.name:
+                raise ValueError(
+                    f"[[models]]: the name {name!r} is used by both {seen[name]!r} and "
+                    f"{entry.name!r}"
+                )
+            seen[name] = entry.name
+    bound = instance.server.max_loaded_models
+    preloaded = sum(1 for entry in value if entry.preload)
+    if bound is not None and preloaded > bound:
+        raise ValueError(
+            f"[[models]]: {preloaded} models have preload = true, more than "
+            f"[server] max_loaded_models = {bound}"
+        )
 
 
 @frozen
@@ -123,6 +168,15 @@ class Settings:
     cache: CacheSettings = field(factory=CacheSettings)
     store: StoreSettings = field(factory=StoreSettings)
     logging: LoggingSettings = field(factory=LoggingSettings)
+    # [[models]]: several models; empty: the one [model].
+    models: tuple[ServedModelSettings, ...] = field(default=(), validator=_distinct_models)
+
+
+def served_models(settings: Settings) -> tuple[ServedModelSettings, ...]:
+    """The models to serve: the ``[[models]]`` entries, else ``[model]``, loaded at start."""
+    if settings.models:
+        return settings.models
+    return (ServedModelSettings(**attrs.asdict(settings.model), preload=True),)
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -144,6 +198,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "max_body_mb": ("server", "max_body_mb"),
     "rate_limit_rpm": ("server", "rate_limit_rpm"),
     "graceful_shutdown_s": ("server", "graceful_shutdown_s"),
+    "max_loaded_models": ("server", "max_loaded_models"),
+    "keep_alive": ("server", "keep_alive"),
     "model_path": ("model", "model_path"),
     "model_name": ("model", "name"),
     "device": ("model", "device"),
@@ -162,6 +218,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "log_level": ("logging", "level"),
 }
 
+MODELS_KEY = "models"  # the [[models]] array of tables
 ENV_PREFIX = "LLM_ENGINE_"
 CONFIG_ENV = "LLM_ENGINE_CONFIG"
 DEFAULT_CONFIG = Path("config.toml")
@@ -178,11 +235,13 @@ class _Source:
 
     kind: Literal["toml", "env", "flag"]
     origin: str  # the TOML file, the env var name or the flag
+    table: str | None = None  # how a TOML value's table is named, when not [section]
 
     def describe(self, section: str, key: str, value: object) -> str:
         shown = "***" if (section, key) in SECRET_KEYS else value
         if self.kind == "toml":
-            return f"[{section}] {key} = {_toml_value(shown)} ({self.origin})"
+            table = self.table or f"[{section}]"
+            return f"{table} {key} = {_toml_value(shown)} ({self.origin})"
         if self.kind == "env":
             return f"{self.origin}={json.dumps(str(shown))}"
         text = str(shown)
@@ -199,9 +258,10 @@ def load_settings(
     ``flags`` is keyed by the names of OPTIONS; a None value means the flag was not given.
     """
     values: dict[tuple[str, str], tuple[object, _Source]] = {}
+    entries: list[dict[str, tuple[object, _Source]]] = []  # [[models]]
     chosen = _config_file(config_path, environ)
     if chosen is not None:
-        values.update(_read_toml(*chosen))
+        values, entries = _read_toml(*chosen)
     for name, (section, key) in OPTIONS.items():
         env_name = ENV_PREFIX + name.upper()
         if env_name in environ:
@@ -212,18 +272,48 @@ def load_settings(
         if value is not None:
             values[OPTIONS[name]] = (value, _Source("flag", "--" + name.replace("_", "-")))
 
+    origin = str(chosen[0]) if chosen is not None else "settings"
     sections: dict[str, dict[str, object]] = {name: {} for name in SECTIONS}
     for (section, key), (raw, source) in values.items():
-        attribute = attrs.fields_dict(SECTIONS[section])[key]
-        try:
-            value = _coerce(raw, _field_type(SECTIONS[section], key), textual=source.kind != "toml")
-            if attribute.validator is not None:
-                attribute.validator(None, attribute, value)
-        except ValueError as exc:
-            described = source.describe(section, key, raw)
-            raise ConfigError(f"invalid config: {described}: {exc}") from None
-        sections[section][key] = value
-    return Settings(**{name: cls(**sections[name]) for name, cls in SECTIONS.items()})
+        sections[section][key] = _checked(SECTIONS[section], section, key, raw, source)
+    models: list[ServedModelSettings] = []
+    if entries:
+        # With [[models]], an LLM_ENGINE_* variable or flag of a [model] key applies to every
+        # entry (it still wins over the file), except the two that name one model.
+        overrides = sections["model"]
+        for key in ("name", "model_path"):
+            if key in overrides:
+                raw, source = values["model", key]
+                raise ConfigError(
+                    f"invalid config: {source.describe('model', key, raw)}: cannot be used with "
+                    f"[[models]] ({origin}); set {key} in "
+                    "each [[models]] entry"
+                )
+        for entry in entries:
+            checked = {
+                key: _checked(ServedModelSettings, "models", key, raw, source)
+                for key, (raw, source) in entry.items()
+            }
+            models.append(ServedModelSettings(**{**checked, **overrides}))
+        sections["model"] = {}  # went into the entries; [model] itself is unused
+    parts = {name: cls(**sections[name]) for name, cls in SECTIONS.items()}
+    try:
+        return Settings(**parts, models=tuple(models))
+    except ValueError as exc:  # across [[models]] entries: names, preload
+        raise ConfigError(f"invalid config: {exc} ({origin})") from None
+
+
+def _checked(cls: type[Any], section: str, key: str, raw: object, source: _Source) -> object:
+    """``raw`` coerced to ``cls``'s field ``key`` and validated; ConfigError names the key."""
+    attribute = attrs.fields_dict(cls)[key]
+    try:
+        value = _coerce(raw, _field_type(cls, key), textual=source.kind != "toml")
+        if attribute.validator is not None:
+            attribute.validator(None, attribute, value)
+    except ValueError as exc:
+        described = source.describe(section, key, raw)
+        raise ConfigError(f"invalid config: {described}: {exc}") from None
+    return value
 
 
 def resolve_model_path(settings: Settings, environ: Mapping[str, str] | None = None) -> Path:
@@ -265,7 +355,24 @@ def resolve_model_path(settings: Settings, environ: Mapping[str, str] | None = N
         raise ModelLoadError(f"cannot assemble the demo model: {exc}") from exc
 
 
-def settings_to_dict(settings: Settings) -> dict[str, dict[str, Any]]:
+def resolve_model_paths(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
+    """``settings`` with each served model's ``model_path`` resolved to its GGUF file.
+
+    What ``resolve_model_path`` does for ``[model]``, done for every ``[[models]]`` entry: a
+    missing file fails now, and models not in the store yet are pulled now, before anything
+    loads.
+    """
+    if not settings.models:
+        path = resolve_model_path(settings, environ)
+        return attrs.evolve(settings, model=attrs.evolve(settings.model, model_path=str(path)))
+    entries = []
+    for entry in settings.models:
+        path = resolve_model_path(attrs.evolve(settings, model=entry, models=()), environ)
+        entries.append(attrs.evolve(entry, model_path=str(path)))
+    return attrs.evolve(settings, models=tuple(entries))
+
+
+def settings_to_dict(settings: Settings) -> dict[str, Any]:
     """The settings as plain data, secrets masked: safe to print or log."""
     data = attrs.asdict(settings)
     for section, key in SECRET_KEYS:
@@ -277,8 +384,14 @@ def settings_to_dict(settings: Settings) -> dict[str, dict[str, Any]]:
 def settings_to_toml(settings: Settings) -> str:
     """The settings as a config.toml (secrets masked); unset keys are commented out."""
     lines = ["# effective settings: defaults < config.toml < LLM_ENGINE_* env < flags"]
-    for section, values in settings_to_dict(settings).items():
-        lines += ["", f"[{section}]"]
+    data = settings_to_dict(settings)
+    entries = data.pop(MODELS_KEY)
+    if entries:
+        del data["model"]  # a config has [model] or [[models]], never both
+    tables = [(f"[{section}]", values) for section, values in data.items()]
+    tables += [(f"[[{MODELS_KEY}]]", entry) for entry in entries]
+    for header, values in tables:
+        lines += ["", header]
         for key, value in values.items():
             lines.append(f"# {key} =" if value is None else f"{key} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
@@ -293,7 +406,13 @@ def _config_file(config_path: Path | None, environ: Mapping[str, str]) -> tuple[
     return (DEFAULT_CONFIG, "the working directory") if DEFAULT_CONFIG.is_file() else None
 
 
-def _read_toml(path: Path, origin: str) -> dict[tuple[str, str], tuple[object, _Source]]:
+Entry = dict[str, tuple[object, _Source]]
+
+
+def _read_toml(
+    path: Path, origin: str
+) -> tuple[dict[tuple[str, str], tuple[object, _Source]], list[Entry]]:
+    """The file's [section] values, and its [[models]] entries."""
     where = f"{path} (from {origin})"
     try:
         text = path.read_text(encoding="utf-8")
@@ -309,7 +428,13 @@ def _read_toml(path: Path, origin: str) -> dict[tuple[str, str], tuple[object, _
 
     source = _Source("toml", str(path))
     values: dict[tuple[str, str], tuple[object, _Source]] = {}
-    expected = ", ".join(f"[{name}]" for name in SECTIONS)
+    entries = _read_entries(document.pop(MODELS_KEY, None), path)
+    if entries and "model" in document:
+        raise ConfigError(
+            f"invalid config: [model] ({path}): cannot be used together with [[models]]; "
+            "move its keys into the [[models]] entries"
+        )
+    expected = ", ".join([*(f"[{name}]" for name in SECTIONS), f"[[{MODELS_KEY}]]"])
     for section, table in document.items():
         if section in SECTIONS and not isinstance(table, dict):
             raise ConfigError(f"invalid config: {section} ({path}): must be a table [{section}]")
@@ -330,7 +455,31 @@ def _read_toml(path: Path, origin: str) -> dict[tuple[str, str], tuple[object, _
                     f"expected one of {', '.join(known)}"
                 )
             values[section, key] = (value, source)
-    return values
+    return values, entries
+
+
+def _read_entries(tables: object, path: Path) -> list[Entry]:
+    """The ``[[models]]`` entries, each key with its source; unknown keys are errors."""
+    if tables is None:
+        return []
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(
+            f"invalid config: {MODELS_KEY} ({path}): must be an array of tables [[{MODELS_KEY}]]"
+        )
+    if not tables:
+        raise ConfigError(f"invalid config: {MODELS_KEY} ({path}): must have at least one entry")
+    known = attrs.fields_dict(ServedModelSettings)
+    entries: list[Entry] = []
+    for number, table in enumerate(tables, 1):
+        source = _Source("toml", str(path), table=f"[[{MODELS_KEY}]] #{number}")
+        for key in table:
+            if key not in known:
+                raise ConfigError(
+                    f"invalid config: [[{MODELS_KEY}]] #{number} {key} ({path}): unknown key; "
+                    f"expected one of {', '.join(known)}"
+                )
+        entries.append({key: (value, source) for key, value in table.items()})
+    return entries
 
 
 def _field_type(cls: type[Any], key: str) -> Any:
@@ -368,6 +517,10 @@ def _coerce(raw: object, annotation: Any, *, textual: bool) -> object:
         if isinstance(raw, str):
             return raw
         raise ValueError("must be a string")
+    if typing.get_origin(annotation) is tuple:  # tuple[str, ...]: a TOML array of strings
+        if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+            return tuple(raw)
+        raise ValueError("must be an array of strings")
     raise TypeError(f"no loader for settings type {annotation!r}")
 
 
@@ -376,4 +529,6 @@ def _toml_value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     return str(value)

@@ -8,7 +8,7 @@ token, inter-token latency, queue wait) are observed as the events of a request 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import psutil
 from prometheus_client import (
@@ -24,7 +24,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from llmserve.engine.protocol import CacheSnapshot, EngineStats
+from llmserve.engine.protocol import CacheSnapshot, EngineStats, ModelStats
 
 # Milliseconds: from a cached short completion to a long generation on a slow CPU.
 DURATION_BUCKETS_MS = (
@@ -61,22 +61,21 @@ class CacheCollector:
     """
 
     def __init__(self) -> None:
-        self.snapshot = CacheSnapshot()
-        self.model = ""
+        self.snapshots: Sequence[tuple[str, CacheSnapshot]] = ()  # by model
 
     def collect(self) -> Iterator[Metric]:
-        s, labels = self.snapshot, [self.model]
-        for name, doc, value in (
-            ("llm_engine_cache_hits", "Prompts that reused cached KV.", s.hits),
-            ("llm_engine_cache_misses", "Prompts computed from scratch.", s.misses),
+        for name, doc, attribute in (
+            ("llm_engine_cache_hits", "Prompts that reused cached KV.", "hits"),
+            ("llm_engine_cache_misses", "Prompts computed from scratch.", "misses"),
             (
                 "llm_engine_cache_prompt_tokens_saved",
                 "Prompt tokens whose KV was reused instead of computed.",
-                s.tokens_saved,
+                "tokens_saved",
             ),
         ):
             counter = CounterMetricFamily(name, doc, labels=["model"])
-            counter.add_metric(labels, value)
+            for model, s in self.snapshots:
+                counter.add_metric([model], getattr(s, attribute))
             yield counter
         evictions = CounterMetricFamily(
             "llm_engine_cache_evictions", "Entries evicted, by tier.", labels=["model", "tier"]
@@ -87,11 +86,49 @@ class CacheCollector:
         entries = GaugeMetricFamily(
             "llm_engine_cache_entries", "Cached entries, by tier.", labels=["model", "tier"]
         )
-        for tier in ("ram", "disk"):
-            evictions.add_metric([*labels, tier], s.evictions.get(tier, 0))
-            size.add_metric([*labels, tier], s.bytes.get(tier, 0))
-            entries.add_metric([*labels, tier], s.entries.get(tier, 0))
+        for model, s in self.snapshots:
+            for tier in ("ram", "disk"):
+                evictions.add_metric([model, tier], s.evictions.get(tier, 0))
+                size.add_metric([model, tier], s.bytes.get(tier, 0))
+                entries.add_metric([model, tier], s.entries.get(tier, 0))
         yield from (evictions, size, entries)
+
+
+class ModelCollector:
+    """Loads and unloads of the models of a registry, from the engine's last snapshot.
+
+    Empty for an engine that serves one model without a registry (tests' FakeEngine).
+    """
+
+    def __init__(self) -> None:
+        self.models: Sequence[ModelStats] = ()
+
+    def collect(self) -> Iterator[Metric]:
+        if not self.models:
+            return
+        loads = CounterMetricFamily(
+            "llm_engine_model_loads", "Model loads that finished.", labels=["model"]
+        )
+        failures = CounterMetricFamily(
+            "llm_engine_model_load_failures", "Model loads that failed.", labels=["model"]
+        )
+        unloads = CounterMetricFamily(
+            "llm_engine_model_unloads",
+            "Model unloads, by reason: idle (keep_alive) or lru (room for another model).",
+            labels=["model", "reason"],
+        )
+        loaded = GaugeMetricFamily(
+            "llm_engine_model_loaded", "1 while the model is in memory.", labels=["model"]
+        )
+        for m in self.models:
+            loads.add_metric([m.id], m.loads)
+            failures.add_metric([m.id], m.load_failures)
+            for reason in ("idle", "lru"):
+                unloads.add_metric([m.id, reason], m.unloads.get(reason, 0))
+            loaded.add_metric([m.id], int(m.loaded))
+        total = GaugeMetricFamily("llm_engine_models_loaded", "Models in memory.")
+        total.add_metric([], sum(int(m.loaded) for m in self.models))
+        yield from (loads, failures, unloads, loaded, total)
 
 
 class Metrics:
@@ -171,6 +208,8 @@ class Metrics:
         )
         self.cache = CacheCollector()
         registry.register(self.cache)
+        self.model_loads = ModelCollector()
+        registry.register(self.model_loads)
         if process_collectors and registry is not REGISTRY:
             # The stock process/GC/platform metrics live on the global registry; an app with
             # its own registry still wants them on its /metrics.
@@ -217,9 +256,21 @@ class Metrics:
     def refresh(self, stats: EngineStats, *, model: str) -> None:
         """Set the gauges that mirror the engine and the process to their values now."""
         self.cache_hit_rate.set(stats.cache_hit_rate)
-        self.cache.snapshot, self.cache.model = stats.cache, model
-        self.requests_running.labels(model=model).set(stats.running)
-        self.requests_waiting.labels(model=model).set(stats.waiting)
+        # A registry reports each of its models; a one-model engine is its own one model.
+        per_model = stats.models or (
+            ModelStats(
+                id=model,
+                loaded=stats.loaded,
+                running=stats.running,
+                waiting=stats.waiting,
+                cache=stats.cache,
+            ),
+        )
+        for m in per_model:
+            self.requests_running.labels(model=m.id).set(m.running)
+            self.requests_waiting.labels(model=m.id).set(m.waiting)
+        self.cache.snapshots = [(m.id, m.cache) for m in per_model]
+        self.model_loads.models = stats.models
         self.memory_usage.set(self.rss_bytes())
 
     def exposition(

@@ -127,6 +127,7 @@ class FakeEngine:
     start_error: LLMServeError | None = None  # start() raises it
     loaded: bool = False
     stopped: bool = False
+    starts: int = 0  # start() calls that loaded
     running: int = 0
     cancels: int = 0  # cancel() calls over all generations
     requests: list[GenerationRequest] = field(factory=list)
@@ -141,7 +142,10 @@ class FakeEngine:
             running=self.running, waiting=0, cache_hit_rate=self.cache_hit_rate, loaded=self.loaded
         )
 
-    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
+    async def resolve(self, model: str | None) -> str:
+        return self.model_id
+
+    def render_chat(self, messages: Sequence[Mapping[str, Any]], model: str | None = None) -> str:
         self.chats.append([dict(m) for m in messages])
         turns = "".join(f"<|{m['role']}|> {m['content']}\n" for m in messages)
         return f"{turns}<|assistant|>"
@@ -168,6 +172,7 @@ class FakeEngine:
         if self.start_error is not None:
             raise self.start_error
         self.loaded = True
+        self.starts += 1
 
     async def stop(self) -> None:
         self.loaded = False

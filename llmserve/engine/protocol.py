@@ -32,6 +32,7 @@ class GenerationRequest:
     max_tokens: int | None = None  # None: until end of generation or the context is full
     stop: tuple[str, ...] = ()
     sampling: SamplingParams = field(factory=SamplingParams)
+    model: str | None = None  # the requested model's name or alias; None: the default model
 
 
 @frozen
@@ -87,14 +88,29 @@ class CacheSnapshot:
 
 
 @frozen
+class ModelStats:
+    """One model of an engine that serves several (a ModelRegistry)."""
+
+    id: str
+    loaded: bool = False  # in memory now
+    running: int = 0
+    waiting: int = 0  # for a slot, or for the model's load
+    loads: int = 0
+    load_failures: int = 0
+    unloads: Mapping[str, int] = field(factory=dict)  # by reason: idle, lru
+    cache: CacheSnapshot = field(factory=CacheSnapshot)
+
+
+@frozen
 class EngineStats:
-    """A snapshot for /health and /metrics."""
+    """A snapshot for /health and /metrics; ``models`` is empty for a one-model engine."""
 
     running: int = 0
     waiting: int = 0
     cache_hit_rate: float = 0.0
     loaded: bool = False
     cache: CacheSnapshot = field(factory=CacheSnapshot)
+    models: tuple[ModelStats, ...] = ()
 
 
 class Generation(Protocol):
@@ -109,14 +125,24 @@ class Engine(Protocol):
     """The engine as the HTTP layer uses it."""
 
     @property
-    def model_id(self) -> str: ...
+    def model_id(self) -> str:
+        """The served model's id; with several, the default (first) one's."""
+        ...
 
     def models(self) -> Sequence[ModelInfo]: ...
 
     def stats(self) -> EngineStats: ...
 
-    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
-        """Turn chat messages into prompt text with the model's chat template."""
+    async def resolve(self, model: str | None) -> str:
+        """The id of the model that serves the requested name, once it can serve.
+
+        Raises ModelNotFound for a name no model has (with one model, every name is its);
+        a model not in memory is loaded first.
+        """
+        ...
+
+    def render_chat(self, messages: Sequence[Mapping[str, Any]], model: str | None = None) -> str:
+        """Turn chat messages into prompt text with the chat template of ``model``."""
         ...
 
     async def submit(self, request: GenerationRequest) -> Generation:

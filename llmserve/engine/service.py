@@ -133,7 +133,10 @@ class LlamaEngine:
             else CacheSnapshot(),
         )
 
-    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
+    async def resolve(self, model: str | None) -> str:
+        return self._model_id  # one model serves every name, as llama-server does
+
+    def render_chat(self, messages: Sequence[Mapping[str, Any]], model: str | None = None) -> str:
         if self._template is None:
             raise ServiceUnavailable("the model is still loading")
         return self._template.render(messages)
@@ -213,6 +216,8 @@ class LlamaEngine:
         )
 
     async def stop(self) -> None:
+        # The chat template stays: a registry that unloads this model may render a prompt for
+        # it while it loads again, and start() may be called again after stop().
         worker, model = self._worker, self._model
         self._worker = None
         if worker is not None:

@@ -23,9 +23,11 @@ from llmserve.metrics import Metrics
 
 def _build_engine(settings: Settings) -> Engine:
     # Imported here so that apps given a fake engine never import llama_cpp.
+    from llmserve.engine.registry import registry_from_settings
     from llmserve.engine.service import LlamaEngine
 
-    return LlamaEngine.from_settings(settings)
+    # Even one model goes through the registry: the same load metrics, logs and keep_alive.
+    return registry_from_settings(settings, LlamaEngine.from_settings)
 
 
 def create_app(

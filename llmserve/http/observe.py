@@ -69,6 +69,13 @@ class RequestRecord:
     cached_tokens: int = 0
     finish_reason: str | None = None
     latencies: Latencies | None = None  # None outside the middleware
+    model: str | None = None  # the model that serves it, once the route knows
+
+    def serve_with(self, model: str) -> None:
+        """Name the model serving this request: its metrics carry that label from now on."""
+        self.model = model
+        if self.latencies is not None:
+            self.latencies.model = model
 
     def add(self, event: TokenEvent) -> None:
         if self.latencies is not None:
@@ -112,6 +119,7 @@ def observe_requests(app: ASGIApp) -> ASGIApp:
         request_id = _client_request_id(scope) or state.ids.request_id()
         token = request_id_var.set(request_id)
         counted = scope["path"].startswith(_COUNTED_PREFIX)
+        # Until a route picks a model (and for requests refused before that), the default one.
         model = state.engine.model_id
         latencies = Latencies(state.metrics, model, state.clock, started) if counted else None
         record = RequestRecord(latencies=latencies)
@@ -135,6 +143,7 @@ def observe_requests(app: ASGIApp) -> ASGIApp:
                 state.lifecycle.in_flight -= 1
             duration_ms = (state.clock.monotonic() - started) * 1000.0
             endpoint = scope.get("path_template") or scope["path"]
+            model = record.model or model
             if counted:
                 state.metrics.observe_request(
                     endpoint=endpoint, model=model, status=status, duration_ms=duration_ms
@@ -146,6 +155,7 @@ def observe_requests(app: ASGIApp) -> ASGIApp:
                 "method": scope["method"],
                 "path": scope["path"],
                 "status": status,
+                "model": model,
                 "duration_ms": round(duration_ms, 1),
                 "tokens": record.prompt_tokens + record.completion_tokens,
                 "prompt_tokens": record.prompt_tokens,

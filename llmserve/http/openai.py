@@ -1,8 +1,8 @@
 """The /v1 routes: parse with the codec, submit to the engine, answer as JSON or SSE.
 
-Every request, whatever the model name it asks for, is served by the engine's one model, and
-responses name that model. The generation is cancelled on every way out of a route (finished,
-failed, client gone), so a slot is never left generating for nobody.
+The engine resolves a request's ``model`` (a name or an alias; with one model, any name) to the
+model that serves it, and responses name that model. The generation is cancelled on every way
+out of a route (finished, failed, client gone), so a slot is never left generating for nobody.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
+import attrs
 from attrs import frozen
 from litestar import Request, Response, Router, get, post
 from litestar.background_tasks import BackgroundTask
@@ -240,14 +241,22 @@ async def _stream(
         cancel()
 
 
+async def _resolve(request: Request[Any, Any, Any], state: AppState, name: str | None) -> str:
+    """The id of the model serving the requested name (loaded); its metrics label from now on."""
+    model = await state.engine.resolve(name)
+    record_of(request).serve_with(model)
+    return model
+
+
 async def _serve(
     request: Request[Any, Any, Any],
     state: AppState,
     body: wire.SamplingRequest,
     prompt: str | tuple[int, ...],
     fmt: ResponseFormat,
+    model: str,
 ) -> Response[Any]:
-    gen = await state.engine.submit(body.generation(prompt))
+    gen = await state.engine.submit(attrs.evolve(body.generation(prompt), model=model))
     cancel = _CancelOnce(gen)
     if body.stream:
         events = _stream(
@@ -278,13 +287,12 @@ async def chat_completions(request: Request[Any, Any, Any], body: RawBody) -> Re
     """OpenAI chat completions, whole or streamed."""
     state = app_state(request.app)
     parsed = codec.structure_request(body, wire.ChatCompletionRequest)
-    prompt = state.engine.render_chat(parsed.template_messages())
+    model = await _resolve(request, state, parsed.model)
+    prompt = state.engine.render_chat(parsed.template_messages(), model=model)
     fmt = ChatFormat(
-        id=state.ids.chat_completion_id(),
-        created=int(state.clock.time()),
-        model=state.engine.model_id,
+        id=state.ids.chat_completion_id(), created=int(state.clock.time()), model=model
     )
-    return await _serve(request, state, parsed, prompt, fmt)
+    return await _serve(request, state, parsed, prompt, fmt, model)
 
 
 @post("/completions", status_code=200)
@@ -292,10 +300,9 @@ async def completions(request: Request[Any, Any, Any], body: RawBody) -> Respons
     """OpenAI (legacy) text completions, whole or streamed."""
     state = app_state(request.app)
     parsed = codec.structure_request(body, wire.CompletionRequest)
-    fmt = TextFormat(
-        id=state.ids.completion_id(), created=int(state.clock.time()), model=state.engine.model_id
-    )
-    return await _serve(request, state, parsed, parsed.prompt, fmt)
+    model = await _resolve(request, state, parsed.model)
+    fmt = TextFormat(id=state.ids.completion_id(), created=int(state.clock.time()), model=model)
+    return await _serve(request, state, parsed, parsed.prompt, fmt, model)
 
 
 @get("/models")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from llmserve.config import load_settings, resolve_model_path
@@ -33,7 +34,7 @@ KUBERNETES_VERSIONS = ["1.25.0", "1.37.0"]
 CUSTOM_KINDS = {"ServiceMonitor"}
 # The keys the chart renders, as the issue lists them ([server] host/port come from the chart).
 RENDERED_KEYS = {
-    "server": {"host", "port", "max_concurrent_requests"},
+    "server": {"host", "port", "max_concurrent_requests", "max_loaded_models", "keep_alive"},
     "model": {
         "name",
         "model_path",
@@ -48,6 +49,8 @@ RENDERED_KEYS = {
     "cache": {"enabled", "max_size_mb", "eviction_policy"},
     "logging": {"level"},
 }
+# The keys of one [[models]] entry (config.models): [model]'s and three of its own.
+ENTRY_KEYS = RENDERED_KEYS["model"] | {"aliases", "preload", "keep_alive"}
 
 
 def _files(values: Path | None) -> tuple[Path, ...]:
@@ -70,6 +73,9 @@ def _documented_keys() -> dict[str, set[str]]:
         if header := re.match(r"^\[(\w+)\]", line):
             section = header.group(1)
             keys[section] = set()
+        elif entries := re.match(r"^# \[\[(\w+)\]\]", line):  # the commented example
+            section = entries.group(1)
+            keys.setdefault(section, set(keys["model"]))  # an entry takes every [model] key
         elif (key := re.match(r"^(?:# )?(\w+) = ", line)) and section:
             keys[section].add(key.group(1))
     return keys
@@ -145,7 +151,11 @@ def test_rendered_config_keys_are_those_of_conf_config_toml(
     """Every rendered section and key is one that conf/config.toml documents."""
     documented = _documented_keys()
     for section, table in _config(render(*_files(values))).items():
-        assert set(table) <= documented[section] & RENDERED_KEYS[section], section
+        if section == "models":
+            for entry in table:
+                assert set(entry) <= documented[section] & ENTRY_KEYS, entry
+        else:
+            assert set(table) <= documented[section] & RENDERED_KEYS[section], section
 
 
 def test_values_can_set_every_rendered_key(render: Render) -> None:
@@ -194,7 +204,7 @@ def test_gpu_values_request_a_gpu_with_the_cuda_image(render: Render) -> None:
 
 
 def test_pull_runs_llmserve_pull_into_the_models_volume(render: Render) -> None:
-    """values-multi-model.yaml: one `llmserve pull` init container per model, the first served."""
+    """values-multi-model.yaml: one `llmserve pull` init container per model, both served."""
     documents = render(CHART / "values-multi-model.yaml")
     spec = pod_spec(documents)
     pulls = spec["initContainers"]
@@ -206,9 +216,10 @@ def test_pull_runs_llmserve_pull_into_the_models_volume(render: Render) -> None:
         assert pull["image"] == container(documents)["image"]
         assert env_of(pull)["LLM_ENGINE_MODELS_DIR"] == "/models"
         assert {"name": "models", "mountPath": "/models"} in pull["volumeMounts"]
-    assert (
-        _config(documents)["model"]["model_path"] == "Qwen/Qwen2.5-0.5B-Instruct-GGUF:*q4_k_m.gguf"
-    )
+    assert [entry["model_path"] for entry in _config(documents)["models"]] == [
+        "Qwen/Qwen2.5-0.5B-Instruct-GGUF:*q4_k_m.gguf",
+        "Qwen/Qwen2.5-1.5B-Instruct-GGUF:*q4_k_m.gguf",
+    ]
     (volume,) = [v for v in spec["volumes"] if v["name"] == "models"]
     claim = find(documents, "PersistentVolumeClaim")
     assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
@@ -242,16 +253,66 @@ def test_served_reference_resolves_to_the_pulled_file(render: Render, tmp_path: 
     pulled.write_bytes(b"GGUF")
     environ = {"LLM_ENGINE_MODELS_DIR": str(store), "HF_HUB_OFFLINE": "1"}
     settings = load_settings(config, environ, {})
-    assert resolve_model_path(settings, environ) == pulled
+    first = attrs.evolve(settings, model=settings.models[0], models=())
+    assert resolve_model_path(first, environ) == pulled
 
 
-def test_multi_model_notes_say_one_model_is_served(notes: Callable[..., str]) -> None:
-    """NOTES.txt lists the pulled models and says that one of them is served."""
+def test_multi_model_notes_list_the_served_models(notes: Callable[..., str]) -> None:
+    """NOTES.txt lists the served models, their aliases and the pulled repositories."""
     text = notes(CHART / "values-multi-model.yaml")
-    assert "Qwen/Qwen2.5-0.5B-Instruct-GGUF" in text
-    assert "Qwen/Qwen2.5-1.5B-Instruct-GGUF" in text
+    assert "Serving 2 models" in text
+    assert "qwen2.5-0.5b (also gpt-4o-mini): Qwen/Qwen2.5-0.5B-Instruct-GGUF:*q4_k_m.gguf" in text
+    assert "qwen2.5-1.5b: Qwen/Qwen2.5-1.5B-Instruct-GGUF:*q4_k_m.gguf, loaded on first use" in text
+    assert "Qwen/Qwen2.5-1.5B-Instruct-GGUF *q4_k_m.gguf" in text
+
+
+def test_several_pulls_without_models_say_only_the_first_is_served(
+    notes: Callable[..., str],
+) -> None:
+    """Pulling several models into a one-model server says which one serves."""
+    text = notes(CHART / "values-multi-model.yaml", set=("config.models=null",))
     assert "The server loads Qwen/Qwen2.5-0.5B-Instruct-GGUF:*q4_k_m.gguf" in text
-    assert "serves one model per server" in text
+    assert "Only the first pulled model is served" in text
+
+
+def test_models_render_as_models_tables_with_config_model_defaults(render: Render) -> None:
+    """config.models renders [[models]] and no [model]; unset keys take config.model's."""
+    config = _config(render(CHART / "values-multi-model.yaml"))
+    assert "model" not in config
+    assert config["server"]["max_loaded_models"] == 2
+    assert config["server"]["keep_alive"] == 900
+    small, large = config["models"]
+    assert small["aliases"] == ["gpt-4o-mini"]
+    assert small["preload"] is True
+    assert (small["parallel"], large["parallel"]) == (4, 2)
+    assert small["max_sequence_length"] == large["max_sequence_length"] == 8192
+    assert small["n_threads"] == large["n_threads"] == 4  # the CPU limit's cores
+
+
+def test_a_models_entry_can_set_every_key(render: Render, tmp_path: Path) -> None:
+    """Each key of an entry is rendered with its value, zero and false included."""
+    values = tmp_path / "entry.yaml"
+    values.write_text(
+        "config:\n"
+        "  models:\n"
+        "    - name: m\n"
+        "      aliases: [a, b]\n"
+        "      model_path: /models/m.gguf\n"
+        "      device: gpu\n"
+        "      max_sequence_length: 1024\n"
+        "      n_gpu_layers: 0\n"
+        "      parallel: 1\n"
+        "      n_threads: 2\n"
+        "      n_batch: 64\n"
+        "      chat_template: '{{ messages }}'\n"
+        "      preload: false\n"
+        "      keep_alive: 0\n",
+        encoding="utf-8",
+    )
+    (entry,) = _config(render(values))["models"]
+    assert set(entry) == ENTRY_KEYS
+    assert (entry["n_gpu_layers"], entry["preload"], entry["keep_alive"]) == (0, False, 0)
+    assert (entry["device"], entry["parallel"], entry["n_threads"]) == ("gpu", 1, 2)
 
 
 def test_pull_revision_and_hub_token_reach_the_init_container(render: Render) -> None:
@@ -403,6 +464,9 @@ def test_chart_created_models_claim_is_kept_on_uninstall(render: Render) -> None
         "config.model.model_path=/models/x.gguf",
         "config.cache.eviction_policy=random",
         "config.model.parallel=0",
+        "config.models[0].name=no-model-path",
+        "config.models[0].bogus=1",
+        "config.server.max_loaded_models=0",
         "image.variant=rocm",
     ],
 )

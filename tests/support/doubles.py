@@ -9,6 +9,7 @@ from litestar import Litestar
 
 from llmserve.config import ServerSettings, Settings
 from llmserve.engine.fake import FakeEngine
+from llmserve.engine.protocol import Engine
 from llmserve.http.app import create_app
 from llmserve.http.lifecycle import Lifecycle
 
@@ -48,14 +49,14 @@ class CountingIds:
 
 
 def fake_app(
-    engine: FakeEngine | None = None,
+    engine: Engine | None = None,
     *,
     api_key: str | None = None,
     clock: FixedClock | None = None,
     server: ServerSettings | None = None,
     lifecycle: Lifecycle | None = None,
 ) -> Litestar:
-    """An llmserve app over a FakeEngine, with a fixed clock and counting ids.
+    """An llmserve app over a FakeEngine (or ``engine``), with a fixed clock and counting ids.
 
     ``server`` replaces the server settings (``api_key`` is then ignored).
     """

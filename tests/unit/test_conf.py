@@ -14,6 +14,7 @@ import pytest
 from litestar.testing import TestClient
 
 from llmserve.engine.fake import FakeEngine
+from llmserve.engine.registry import ModelRegistry, ModelSpec
 from tests.support.doubles import fake_app
 
 ROOT = Path(__file__).parents[2]
@@ -34,7 +35,9 @@ def dashboard_exprs() -> list[str]:
 @pytest.fixture(name="exposed", scope="module")
 def fixture_exposed() -> set[str]:
     """The llm_engine_* series names of a server that has answered one request."""
-    with TestClient(fake_app(FakeEngine(queue_wait_s=0.1))) as client:
+    # Behind a registry, as `llmserve serve` serves even one model: its load metrics too.
+    models = ModelRegistry([ModelSpec(FakeEngine(queue_wait_s=0.1), preload=True)])
+    with TestClient(fake_app(models)) as client:
         client.post("/v1/completions", json={"prompt": "x"})
         text = client.get("/metrics").text
     # *_created series are switched off by `llmserve serve` (cli.py), not in this test process.

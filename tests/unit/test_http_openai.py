@@ -241,7 +241,7 @@ def test_failure_mid_stream_is_reported_in_band() -> None:
 class BrokenTemplateEngine(FakeEngine):
     """A FakeEngine whose chat template has a bug."""
 
-    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
+    def render_chat(self, messages: Sequence[Mapping[str, Any]], model: str | None = None) -> str:
         raise RuntimeError("secret internals")
 
 
