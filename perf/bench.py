@@ -30,7 +30,7 @@ import httpx
 
 from perf import cpu
 from perf.prompts import PromptPool
-from perf.report import ServerRun, machine_info, markdown_table, summarize
+from perf.report import ServerRun, is_quiet, machine_info, markdown_table, select_runs, summarize
 from perf.servers import (
     BUILDERS,
     ServerConfig,
@@ -64,6 +64,7 @@ class Plan:
     request_timeout: float
     quiet_wait: float
     quiet_threshold: float
+    retries: int
 
 
 def _int_list(text: str) -> list[int]:
@@ -95,10 +96,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--parallel", type=int, default=8, help="sequence slots (batched peers)")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=_int_list, default=[1, 4, 8])
-    parser.add_argument("--rounds", type=int, help="starts of each server (default 2, quick 1)")
+    parser.add_argument(
+        "--rounds", type=int, help="quiet runs wanted per server (default 2, quick 1)"
+    )
     parser.add_argument("--single-reps", type=int, help="single-stream requests per round")
     parser.add_argument("--per-client", type=int, help="requests each concurrent client sends")
-    parser.add_argument("--time-limit", type=float, help="overall seconds (default 840, quick 300)")
+    parser.add_argument("--time-limit", type=float, help="overall seconds (default 600, quick 240)")
     parser.add_argument("--ready-timeout", type=float, default=180.0)
     parser.add_argument("--request-timeout", type=float, default=180.0)
     parser.add_argument(
@@ -106,6 +109,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--quiet-threshold", type=float, default=0.3, help="CPU cores others may use when quiet"
+    )
+    parser.add_argument(
+        "--retries", type=int, help="extra rounds for runs that failed or were noisy (default 2)"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer repetitions")
     parser.add_argument("--llama-server-bin", type=Path, help="llama.cpp's llama-server binary")
@@ -126,11 +132,12 @@ def make_plan(args: argparse.Namespace) -> Plan:
         per_client=pick(args.per_client, 2, 1),
         concurrency=args.concurrency,
         max_tokens=args.max_tokens,
-        time_limit=pick(args.time_limit, 840.0, 300.0),
+        time_limit=pick(args.time_limit, 600.0, 240.0),
         ready_timeout=args.ready_timeout,
         request_timeout=args.request_timeout,
         quiet_wait=args.quiet_wait,
         quiet_threshold=args.quiet_threshold,
+        retries=pick(args.retries, 2, 1),
     )
 
 
@@ -217,6 +224,19 @@ def run_server(
         log(f"{name} (round {round_index + 1}) failed: {run.error}")
 
 
+def needs_run(runs: Sequence[ServerRun], server: str, plan: Plan, deadline: Deadline) -> bool:
+    """Whether ``server`` lacks quiet runs and another one fits in the time left.
+
+    A retry that the time limit would cut short only adds a run to leave out, so one is started
+    only if the time left exceeds the server's longest run so far (plus the quiet wait).
+    """
+    mine = [r for r in runs if r.server == server]
+    if sum(is_quiet(r, plan.quiet_threshold) for r in mine) >= plan.rounds:
+        return False
+    longest = max((r.cpu.get("wall_s", 0.0) for r in mine), default=0.0)
+    return deadline.remaining() > longest + plan.quiet_wait + 10
+
+
 def round_order(servers: Sequence[str], round_index: int) -> list[str]:
     """Alternate the order each round, so no server always runs on a warmer machine."""
     return list(servers) if round_index % 2 == 0 else list(reversed(servers))
@@ -225,20 +245,24 @@ def round_order(servers: Sequence[str], round_index: int) -> list[str]:
 def write_outputs(
     out: Path, meta: dict[str, Any], runs: list[ServerRun], plan: Plan
 ) -> tuple[dict[str, dict[str, float]], str]:
-    summaries = {
-        name: summarize([r for r in runs if r.server == name], plan.concurrency)
-        for name in plan.servers
-    }
+    summaries: dict[str, dict[str, float]] = {}
+    notes: list[str] = []
+    for name in plan.servers:
+        kept, server_notes = select_runs(runs, name, plan.quiet_threshold)
+        summaries[name] = summarize(kept, plan.concurrency)
+        summaries[name]["runs_kept"] = float(len(kept))
+        notes += server_notes
     table = markdown_table(summaries, plan.servers, plan.concurrency)
     document = {
         "meta": meta,
         "plan": asdict(plan),
         "summary": summaries,
+        "notes": notes,
         "runs": [r.to_json() for r in runs],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
-    markdown = _markdown_document(meta, plan, table, out)
+    markdown = _markdown_document(meta, plan, table, out, notes)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "latest.md").write_text(markdown)
     return summaries, markdown
@@ -250,19 +274,23 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _markdown_document(meta: dict[str, Any], plan: Plan, table: str, out: Path) -> str:
+def _markdown_document(
+    meta: dict[str, Any], plan: Plan, table: str, out: Path, notes: list[str]
+) -> str:
     model = Path(meta["model_path"]).name
+    noisy = "".join(f"\n- {line}" for line in notes)
     return (
         f"# llmserve benchmark — {meta['date']}\n\n"
         f"{meta['cpu_model']}, {meta['cpu_affinity']} cores usable; model `{model}`; "
         f"threads {meta['threads']}; llama-cpp-python {meta['llama_cpp_python']}; "
         f"llmserve {meta['git_commit'] or meta['llmserve']}.\n"
-        f"{plan.rounds} round(s) per server; {plan.single_reps} single-stream requests per round; "
+        f"{plan.rounds} quiet run(s) wanted per server, {plan.retries} retry round(s) allowed; "
+        f"{plan.single_reps} single-stream requests per run; "
         f"{plan.per_client} request(s) per client per concurrency level; "
         f"max_tokens {plan.max_tokens}; temperature 0; streamed /v1/completions.\n\n"
         f"{table}\n\n"
         f"Raw numbers: `{out}`. ↑ higher is better, ↓ lower is better; ratios are "
-        f"llmserve / peer.\n"
+        f"llmserve / peer.\n{noisy}\n"
     )
 
 
@@ -294,9 +322,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[ServerRun] = []
     interrupted = False
     try:
-        for round_index in range(plan.rounds):
-            for name in round_order(plan.servers, round_index):
-                run = ServerRun(server=name, round=round_index)
+        for attempt in range(plan.rounds + plan.retries):
+            order = round_order(plan.servers, attempt)
+            if not any(needs_run(runs, name, plan, deadline) for name in order):
+                break
+            for name in order:
+                if not needs_run(runs, name, plan, deadline):
+                    continue
+                run = ServerRun(server=name, round=attempt)
                 runs.append(run)
                 run_server(run, config, plan, deadline, logs)
     except KeyboardInterrupt:
@@ -310,8 +343,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"wrote {out} and {RESULTS_DIR / 'latest.md'}")
     if interrupted:
         return 130
-    failed = any(run.error or not all(r.ok for r in run.all_requests()) for run in runs)
-    return 1 if failed or deadline.expired else 0
+    return 0 if all(measured(runs, name) for name in plan.servers) else 1
+
+
+def measured(runs: Sequence[ServerRun], server: str) -> bool:
+    """Whether ``server`` has at least one run that completed with every request answered."""
+    return any(
+        r.server == server and r.error is None and all(x.ok for x in r.all_requests()) for r in runs
+    )
 
 
 if __name__ == "__main__":

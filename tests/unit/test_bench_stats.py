@@ -7,7 +7,7 @@ import math
 import pytest
 
 from perf.prompts import PromptPool
-from perf.report import markdown_table
+from perf.report import ServerRun, markdown_table, select_runs
 from perf.sse import SseDecoder, chunk_completion_tokens, chunk_text
 from perf.stats import decode_rate, median, percentile, ratio
 
@@ -103,3 +103,24 @@ def test_table_has_llmserve_ratio_against_the_baseline() -> None:
     header, _, first = table.splitlines()[:3]
     assert header.endswith("| llmserve / llama_cpp_server |")
     assert first.endswith("| 30.0 | 20.0 | 1.50x |")
+
+
+def test_noisy_runs_are_left_out_when_a_quiet_one_exists() -> None:
+    """A run during other load is not summarised if the server also has a quiet run."""
+    quiet = ServerRun(server="a", round=0, cpu={"foreign_cores": 0.05})
+    noisy = ServerRun(server="a", round=1, cpu={"foreign_cores": 1.2})
+    kept, notes = select_runs([quiet, noisy], "a", threshold=0.3)
+    assert kept == [quiet]
+    assert notes == ["a run 2: left out, others used 1.20 cores"]
+
+
+def test_least_noisy_run_is_kept_when_there_is_no_quiet_one() -> None:
+    """With only noisy runs, the least noisy one is summarised, flagged."""
+    noisier = ServerRun(server="a", round=0, cpu={"foreign_cores": 1.2})
+    noisy = ServerRun(server="a", round=1, cpu={"foreign_cores": 0.5})
+    kept, notes = select_runs([noisier, noisy], "a", threshold=0.3)
+    assert kept == [noisy]
+    assert notes == [
+        "a run 1: left out, others used 1.20 cores",
+        "a run 2: kept though others used 0.50 cores (no quiet run)",
+    ]
