@@ -136,8 +136,15 @@ class _Tier:
         self.used -= entry.size
         self._count()
 
-    def victim(self) -> Entry:
-        return self.entries[self.policy.victim()]  # type: ignore[index]
+    def make_room(self, size: int) -> list[Entry]:
+        """Evict by policy until ``size`` more bytes fit; returns the evicted entries."""
+        evicted = []
+        while self.used + size > self.budget and self.entries:
+            victim = self.entries[self.policy.victim()]  # type: ignore[index]
+            self.drop(victim)
+            evicted.append(victim)
+        self._stats.evictions[self.name] += len(evicted)
+        return evicted
 
     def _count(self) -> None:
         self._stats.bytes[self.name] = self.used
@@ -253,10 +260,7 @@ class PrefixCache:
 
     def _insert(self, entry: Entry) -> None:
         ram = self._ram
-        while ram.used + entry.size > ram.budget and ram.entries:
-            victim = ram.victim()
-            ram.drop(victim)
-            self.stats.evictions["ram"] += 1
+        for victim in ram.make_room(entry.size):
             self._unindex(victim)
             self._spill(victim)
         ram.add(entry)
@@ -296,10 +300,7 @@ class PrefixCache:
             return
         if entry.size > disk.budget:
             return
-        while disk.used + entry.size > disk.budget and disk.entries:
-            victim = disk.victim()
-            disk.drop(victim)
-            self.stats.evictions["disk"] += 1
+        for victim in disk.make_room(entry.size):
             self._unindex(victim)
             self._delete_file(victim)
         path = self._disk_dir / f"{hashlib.sha256(repr(entry.tokens).encode()).hexdigest()}.kv"
