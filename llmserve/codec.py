@@ -20,6 +20,8 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
 from llmserve.errors import InvalidRequest
 from llmserve.wire import KEEP_NULL, ContentPart
+from llmserve.wire_embeddings import EmbeddingInput
+from llmserve.wire_tools import NamedToolChoice, ToolChoice
 
 T = TypeVar("T")
 
@@ -111,6 +113,34 @@ def _structure_content(value: object, _: type) -> str | tuple[ContentPart, ...] 
     raise _WrongType("a string or an array of content parts", value)
 
 
+def _structure_json_object(value: object, _: type) -> dict[str, Any]:
+    # Free-form JSON (a JSON schema): kept as sent, but it must be an object.
+    if not isinstance(value, dict):
+        raise _WrongType("an object", value)
+    return value
+
+
+def _structure_biases(value: object, _: type) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise _WrongType("an object", value)
+    return {key: _structure_float(bias, float) for key, bias in value.items()}
+
+
+_TOOL_CHOICES = ("none", "auto", "required")
+
+
+def _structure_tool_choice(value: object, _: type) -> ToolChoice | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value not in _TOOL_CHOICES:
+            raise _NotAllowed(value, _TOOL_CHOICES)
+        return value  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return converter.structure(value, NamedToolChoice)
+    raise _WrongType("a string or an object", value)
+
+
 def _is_token(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -132,6 +162,28 @@ def _structure_prompt(value: object, _: type) -> str | tuple[int, ...]:
     if len(value) > 1 and all(isinstance(v, str | list) for v in value):
         raise InvalidRequest("Batched prompts are not supported; send one prompt per request.")
     raise _WrongType("a string, an array of strings or an array of token ids", value)
+
+
+def _structure_embedding_input(value: object, _: type) -> EmbeddingInput:
+    """OpenAI's embedding inputs: text, [text], [token ids] or [[token ids]], as a tuple."""
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list):
+        raise _WrongType("a string, an array of strings or an array of token ids", value)
+    if value and all(_is_token(v) for v in value):
+        return (tuple(value),)
+    inputs: list[str | tuple[int, ...]] = []
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            inputs.append(item)
+        elif isinstance(item, list) and all(_is_token(v) for v in item):
+            inputs.append(tuple(item))
+        else:
+            raise InvalidRequest(
+                f"Invalid type for 'input[{i}]': expected a string or an array of token ids.",
+                param=f"[{i}]",
+            )
+    return tuple(inputs)
 
 
 # -- containers -------------------------------------------------------------------------------
@@ -202,9 +254,14 @@ def _make_converter() -> Converter:
     conv.register_structure_hook(str | tuple[str, ...] | None, _structure_stop)
     conv.register_structure_hook(str | tuple[ContentPart, ...] | None, _structure_content)
     conv.register_structure_hook(str | tuple[int, ...], _structure_prompt)
+    conv.register_structure_hook_func(lambda t: t == dict[str, Any], _structure_json_object)
+    conv.register_structure_hook_func(lambda t: t == dict[str, float], _structure_biases)
+    conv.register_structure_hook(ToolChoice | None, _structure_tool_choice)
     conv.register_structure_hook_factory(lambda t: get_origin(t) is Literal, _literal_factory)
     conv.register_structure_hook_factory(_is_variadic_tuple, _array_factory)
     conv.register_structure_hook_factory(attrs.has, _object_factory)
+    # After the array factory: the later registration wins, and this tuple is not a plain array.
+    conv.register_structure_hook_func(lambda t: t == EmbeddingInput, _structure_embedding_input)
     conv.register_unstructure_hook_factory(attrs.has, _unstructure_factory)
     return conv
 

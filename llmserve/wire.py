@@ -8,18 +8,32 @@ fields that default to ``None`` are left out of the JSON when unset, except thos
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
+import attrs
 from attrs import Attribute, field, frozen
 
 from llmserve.engine import protocol
 from llmserve.errors import InvalidRequest
+from llmserve.wire_tools import (
+    FunctionCall,
+    ResponseFormat,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolUse,
+    output_grammar,
+    tool_use,
+)
 
 KEEP_NULL = "llmserve.keep_null"  # field metadata: write this field even when it is None
 
 Role = Literal["system", "user", "assistant", "developer", "tool"]
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+# OpenAI's bias range; its ends ban or force a token.
+LOGIT_BIAS_LIMIT = 100.0
 
 T = TypeVar("T")
 _Validator = Callable[[Any, "Attribute[Any]", Any], None]
@@ -51,20 +65,19 @@ def _at_least(low: float) -> _Validator:
     return _between(low, float("inf"))
 
 
-def _unsupported_if_truthy(_: Any, attribute: Attribute[Any], value: object) -> None:
-    if value:
-        raise InvalidRequest(
-            f"'{attribute.name}' is not supported by this server.", param=attribute.name
-        )
-
-
-def _only_one_choice(_: Any, attribute: Attribute[Any], value: int) -> None:
-    if value != 1:
-        raise InvalidRequest(
-            f"Invalid 'n': this server generates exactly one choice per request (n=1), "
-            f"but got {value}.",
-            param=attribute.name,
-        )
+def _logit_bias(_: Any, attribute: Attribute[Any], value: Mapping[str, float] | None) -> None:
+    for key, bias in (value or {}).items():
+        if not key.isdigit():
+            raise InvalidRequest(
+                f"Invalid 'logit_bias': keys must be token ids, as strings, but got {key!r}.",
+                param="logit_bias",
+            )
+        if not -LOGIT_BIAS_LIMIT <= bias <= LOGIT_BIAS_LIMIT:
+            raise InvalidRequest(
+                f"Invalid 'logit_bias': the bias of token {key} must be in [-100, 100], "
+                f"but got {bias}.",
+                param="logit_bias",
+            )
 
 
 def _non_empty(_: Any, attribute: Attribute[Any], value: tuple[object, ...]) -> None:
@@ -100,6 +113,8 @@ class ChatMessage:
     role: Role
     content: str | tuple[ContentPart, ...] | None = None
     name: str | None = None
+    tool_calls: tuple[ToolCall, ...] | None = None  # an assistant turn's calls
+    tool_call_id: str | None = None  # a tool turn: the call it answers
 
 
 @frozen
@@ -125,7 +140,8 @@ class SamplingRequest:
     stop: str | tuple[str, ...] | None = field(default=None, validator=_non_empty_stops)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = field(default=1, validator=_only_one_choice)
+    n: int = field(default=1, validator=_between(1, 128))
+    logit_bias: dict[str, float] | None = field(default=None, validator=_logit_bias)
     user: str | None = None
 
     @property
@@ -150,11 +166,19 @@ class SamplingRequest:
             frequency_penalty=_or(self.frequency_penalty, defaults.frequency_penalty),
             repeat_penalty=_or(self.repeat_penalty, defaults.repeat_penalty),
             seed=self.seed,
+            logit_bias=tuple(
+                (int(token), _bias(bias)) for token, bias in (self.logit_bias or {}).items()
+            ),
         )
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return protocol.GenerationRequest(
-            prompt=prompt, max_tokens=max_tokens, stop=stop, sampling=sampling
+            prompt=prompt, max_tokens=max_tokens, stop=stop, sampling=sampling, n=self.n
         )
+
+
+def _bias(bias: float) -> float:
+    # A bias of -100 bans the token (OpenAI's meaning); a finite one could lose to a large logit.
+    return float("-inf") if bias <= -LOGIT_BIAS_LIMIT else bias
 
 
 def _or(value: T | None, default: T) -> T:
@@ -164,16 +188,71 @@ def _or(value: T | None, default: T) -> T:
 @frozen(kw_only=True)
 class ChatCompletionRequest(SamplingRequest):
     messages: tuple[ChatMessage, ...] = field(validator=_non_empty)
+    tools: tuple[Tool, ...] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = field(default=None, validator=_between(0, 20))
 
-    def template_messages(self) -> list[dict[str, str]]:
-        """Messages as the chat template takes them: role and plain-text content."""
-        rendered: list[dict[str, str]] = []
+    def tool_use(self) -> ToolUse | None:
+        return tool_use(self.tools, self.tool_choice)
+
+    def template_tools(self) -> list[dict[str, Any]] | None:
+        """The tools as the chat template takes them (OpenAI's JSON), None if it gets none."""
+        use = self.tool_use()
+        return None if use is None else [_tool_dict(tool) for tool in use.tools]
+
+    def generation(self, prompt: str | tuple[int, ...]) -> protocol.GenerationRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidRequest(
+                "Invalid value for 'top_logprobs': 'logprobs' must be true to use it.",
+                param="top_logprobs",
+            )
+        grammar = output_grammar(
+            self.response_format, self.tool_use(), parallel=self.parallel_tool_calls
+        )
+        return attrs.evolve(
+            super().generation(prompt),
+            grammar=grammar,
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+        )
+
+    def template_messages(self) -> list[dict[str, Any]]:
+        """Messages as the chat template takes them: role, plain-text content, and the tool
+        calls and call ids of tool turns (arguments as objects, as templates expect)."""
+        rendered: list[dict[str, Any]] = []
         for i, message in enumerate(self.messages):
-            entry = {"role": message.role, "content": _message_text(message, i)}
+            entry: dict[str, Any] = {"role": message.role, "content": _message_text(message, i)}
             if message.name is not None:
                 entry["name"] = message.name
+            if message.tool_calls:
+                entry["tool_calls"] = [_call_dict(call) for call in message.tool_calls]
+            if message.tool_call_id is not None:
+                entry["tool_call_id"] = message.tool_call_id
             rendered.append(entry)
         return rendered
+
+
+def _tool_dict(tool: Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.function.name}
+    if tool.function.description is not None:
+        function["description"] = tool.function.description
+    if tool.function.parameters is not None:
+        function["parameters"] = tool.function.parameters
+    return {"type": "function", "function": function}
+
+
+def _call_dict(call: ToolCall) -> dict[str, Any]:
+    try:
+        arguments: Any = json.loads(call.function.arguments)
+    except ValueError:
+        arguments = call.function.arguments  # not JSON: the template gets the text
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.function.name, "arguments": arguments},
+    }
 
 
 def _message_text(message: ChatMessage, index: int) -> str:
@@ -201,8 +280,18 @@ def _message_text(message: ChatMessage, index: int) -> str:
 class CompletionRequest(SamplingRequest):
     # codec normalises str | [str] | [int] | [[int]] to one prompt: text or token ids
     prompt: str | tuple[int, ...]
-    echo: bool = field(default=False, validator=_unsupported_if_truthy)
-    suffix: str | None = field(default=None, validator=_unsupported_if_truthy)
+    echo: bool = False
+    suffix: str | None = None  # fill-in-the-middle models only
+    logprobs: int | None = field(default=None, validator=_between(0, 5))
+
+    def generation(self, prompt: str | tuple[int, ...]) -> protocol.GenerationRequest:
+        if self.echo and self.logprobs is not None:
+            raise InvalidRequest(
+                "'echo' together with 'logprobs' is not supported: this server does not "
+                "compute log-probabilities of prompt tokens.",
+                param="echo",
+            )
+        return attrs.evolve(super().generation(prompt), logprobs=self.logprobs, suffix=self.suffix)
 
 
 # -- responses --------------------------------------------------------------------------------
@@ -231,16 +320,55 @@ class Usage:
 
 
 @frozen(kw_only=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@frozen(kw_only=True)
+class LogprobEntry:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top_logprobs: tuple[TopLogprob, ...]
+
+    @classmethod
+    def from_engine(cls, entry: protocol.TokenLogprob) -> LogprobEntry:
+        return cls(
+            token=token_text(entry.piece),
+            logprob=entry.logprob,
+            bytes=tuple(entry.piece),
+            top_logprobs=tuple(
+                TopLogprob(token=token_text(t.piece), logprob=t.logprob, bytes=tuple(t.piece))
+                for t in entry.top
+            ),
+        )
+
+
+def token_text(piece: bytes) -> str:
+    """A token as text; bytes of a partial UTF-8 character show as \\xNN, as OpenAI's do."""
+    return piece.decode("utf-8", errors="backslashreplace")
+
+
+@frozen(kw_only=True)
+class ChatLogprobs:
+    content: tuple[LogprobEntry, ...]
+    refusal: None = field(default=None, metadata={KEEP_NULL: True})
+
+
+@frozen(kw_only=True)
 class AssistantMessage:
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None = field(metadata={KEEP_NULL: True})
+    tool_calls: tuple[ToolCall, ...] | None = None
 
 
 @frozen(kw_only=True)
 class ChatChoice:
     index: int
     message: AssistantMessage
-    logprobs: None = field(default=None, metadata={KEEP_NULL: True})
+    logprobs: ChatLogprobs | None = field(default=None, metadata={KEEP_NULL: True})
     finish_reason: FinishReason | None = field(default=None, metadata={KEEP_NULL: True})
 
 
@@ -255,16 +383,27 @@ class ChatCompletion:
 
 
 @frozen(kw_only=True)
+class ToolCallDelta:
+    """A whole call in one delta: its index among the choice's calls, id, name, arguments."""
+
+    index: int
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+@frozen(kw_only=True)
 class Delta:
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: tuple[ToolCallDelta, ...] | None = None
 
 
 @frozen(kw_only=True)
 class ChunkChoice:
     index: int
     delta: Delta
-    logprobs: None = field(default=None, metadata={KEEP_NULL: True})
+    logprobs: ChatLogprobs | None = field(default=None, metadata={KEEP_NULL: True})
     finish_reason: FinishReason | None = field(default=None, metadata={KEEP_NULL: True})
 
 
@@ -279,10 +418,20 @@ class ChatCompletionChunk:
 
 
 @frozen(kw_only=True)
+class CompletionLogprobs:
+    """The legacy completions' logprobs: parallel lists, one entry per generated token."""
+
+    tokens: tuple[str, ...]
+    token_logprobs: tuple[float, ...]
+    top_logprobs: tuple[dict[str, float], ...]
+    text_offset: tuple[int, ...]
+
+
+@frozen(kw_only=True)
 class CompletionChoice:
     index: int
     text: str
-    logprobs: None = field(default=None, metadata={KEEP_NULL: True})
+    logprobs: CompletionLogprobs | None = field(default=None, metadata={KEEP_NULL: True})
     finish_reason: FinishReason | None = field(default=None, metadata={KEEP_NULL: True})
 
 

@@ -20,6 +20,7 @@ import jinja2.ext
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from llmserve.engine.toolcalls import plain_messages
 from llmserve.errors import InvalidRequest, ModelLoadError
 
 MAX_RENDER_CHARS = 4 * 1024 * 1024
@@ -166,7 +167,7 @@ def builtin_template(architecture: str) -> tuple[str, str]:
 class ChatTemplate:
     """The chat template of one model, compiled once, rendered per request."""
 
-    __slots__ = ("_compiled", "bos_token", "clock", "eos_token", "source", "text")
+    __slots__ = ("_compiled", "bos_token", "clock", "eos_token", "handles_tools", "source", "text")
 
     def __init__(
         self,
@@ -186,6 +187,9 @@ class ChatTemplate:
             self.source, self.text = builtin_template(architecture)
         self.bos_token = bos_token
         self.eos_token = eos_token
+        # A template that never mentions tools would drop them (and may refuse tool turns):
+        # tools, calls and results then go in as text, in the convention of toolcalls.py.
+        self.handles_tools = "tools" in self.text
         self.clock = clock
         try:
             self._compiled = _environment().from_string(self.text)
@@ -203,6 +207,10 @@ class ChatTemplate:
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str:
         """Render messages to prompt text; a template failure is the request's 400."""
+        if not self.handles_tools and (
+            tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
+        ):
+            messages, tools = plain_messages(messages, tools), None
         variables: dict[str, Any] = {
             "messages": messages,
             "add_generation_prompt": add_generation_prompt,

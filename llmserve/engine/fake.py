@@ -17,6 +17,7 @@ from typing import Any
 from attrs import define, field
 
 from llmserve.engine.protocol import (
+    Embeddings,
     EngineStats,
     FinishReason,
     GenerationRequest,
@@ -24,9 +25,11 @@ from llmserve.engine.protocol import (
     TokenEvent,
     Usage,
 )
-from llmserve.errors import ContextLengthExceeded, LLMServeError
+from llmserve.errors import ContextLengthExceeded, InvalidRequest, LLMServeError
 
 DEFAULT_PIECES = ("Hello", ",", " world", "!")
+EMBEDDING_DIMENSIONS = 8
+FAKE_BOS = 256
 
 
 def count_prompt_tokens(prompt: str | tuple[int, ...]) -> int:
@@ -131,6 +134,7 @@ class FakeEngine:
     running: int = 0
     cancels: int = 0  # cancel() calls over all generations
     requests: list[GenerationRequest] = field(factory=list)
+    tools: list[list[dict[str, Any]] | None] = field(factory=list)  # per render_chat call
     chats: list[list[dict[str, Any]]] = field(factory=list)
     generations: list[FakeGeneration] = field(factory=list)
 
@@ -145,10 +149,39 @@ class FakeEngine:
     async def resolve(self, model: str | None) -> str:
         return self.model_id
 
-    def render_chat(self, messages: Sequence[Mapping[str, Any]], model: str | None = None) -> str:
+    def render_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        model: str | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
         self.chats.append([dict(m) for m in messages])
+        self.tools.append(None if tools is None else [dict(t) for t in tools])
         turns = "".join(f"<|{m['role']}|> {m['content']}\n" for m in messages)
         return f"{turns}<|assistant|>"
+
+    async def embed(
+        self, inputs: Sequence[str | tuple[int, ...]], model: str | None = None
+    ) -> Embeddings:
+        """Unit vectors that depend on the input only: one hot at len(input) % dimensions."""
+        vectors = tuple(
+            tuple(float(i == len(x) % EMBEDDING_DIMENSIONS) for i in range(EMBEDDING_DIMENSIONS))
+            for x in inputs
+        )
+        return Embeddings(vectors, prompt_tokens=sum(map(count_prompt_tokens, inputs)))
+
+    async def tokenize_text(
+        self, text: str, *, add_special: bool, model: str | None = None
+    ) -> list[int]:
+        """The fake's vocabulary is bytes; token 256 is BOS."""
+        return [*([FAKE_BOS] if add_special else []), *text.encode()]
+
+    async def token_pieces(self, tokens: Sequence[int], model: str | None = None) -> list[bytes]:
+        bad = next((t for t in tokens if not 0 <= t <= FAKE_BOS), None)
+        if bad is not None:
+            raise InvalidRequest(f"token id {bad} is out of range", param="tokens")
+        return [b"" if t == FAKE_BOS else bytes([t]) for t in tokens]
 
     async def submit(self, request: GenerationRequest) -> FakeGeneration:
         self.requests.append(request)

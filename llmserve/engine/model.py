@@ -77,6 +77,13 @@ class LlamaModel:
         self.bos = llama_cpp.llama_vocab_bos(self.vocab)
         self.eos = llama_cpp.llama_vocab_eos(self.vocab)
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        # Fill-in-the-middle tokens (prefix, suffix, middle); -1 where the model has none.
+        self.fim = (
+            llama_cpp.llama_vocab_fim_pre(self.vocab),
+            llama_cpp.llama_vocab_fim_suf(self.vocab),
+            llama_cpp.llama_vocab_fim_mid(self.vocab),
+        )
+        self.n_embd = llama_cpp.llama_model_n_embd(model)
         self.facts = ModelFacts(
             path=path,
             architecture=self.meta("general.architecture") or "unknown",

@@ -22,6 +22,19 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     repeat_penalty: float = 1.0  # 1.0 disables; a llama.cpp extension
     seed: int | None = None  # None: a fresh random seed per request
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias); -inf bans a token
+
+
+@frozen
+class JsonGrammar:
+    """Constrain the output to JSON valid against ``schema`` (JSON text, checked by
+    ``engine.grammar``), each value between ``prefix`` and ``suffix``; ``repeat``: one or more
+    such values, a newline apart."""
+
+    schema: str
+    prefix: str = ""
+    suffix: str = ""
+    repeat: bool = False
 
 
 @frozen
@@ -33,6 +46,10 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     sampling: SamplingParams = field(factory=SamplingParams)
     model: str | None = None  # the requested model's name or alias; None: the default model
+    n: int = 1  # choices, all from one decode of the prompt
+    logprobs: int | None = None  # alternatives per token to report; None: no logprobs
+    grammar: JsonGrammar | None = None
+    suffix: str | None = None  # fill in the middle between prompt and suffix (FIM models)
 
 
 @frozen
@@ -50,7 +67,8 @@ class Usage:
 
 @frozen
 class TokenEvent:
-    """A piece of generated text; the last event of a generation has finish_reason and usage.
+    """A piece of generated text of choice ``index``; the last event of each choice has its
+    finish_reason, and the last event of the whole generation (every choice done) has usage.
 
     ``text`` is always whole UTF-8 characters and never contains (part of) a stop string.
     ``tokens`` is how many generated tokens this event accounts for (may be 0 or several).
@@ -62,6 +80,36 @@ class TokenEvent:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     queue_wait_s: float | None = None
+    index: int = 0  # the choice (of n) this event belongs to
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token of this event, when asked for
+
+
+@frozen
+class TopLogprob:
+    """One candidate for a generated position: its token, bytes and log-probability."""
+
+    token: int
+    piece: bytes
+    logprob: float
+
+
+@frozen
+class TokenLogprob:
+    """The log-probability of a generated token under the model (before sampling settings),
+    and the ``top`` most likely tokens at its position."""
+
+    token: int
+    piece: bytes
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
+
+
+@frozen
+class Embeddings:
+    """Pooled, L2-normalized embeddings of some inputs, and the tokens they took."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    prompt_tokens: int
 
 
 @frozen
@@ -141,8 +189,31 @@ class Engine(Protocol):
         """
         ...
 
-    def render_chat(self, messages: Sequence[Mapping[str, Any]], model: str | None = None) -> str:
-        """Turn chat messages into prompt text with the chat template of ``model``."""
+    def render_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        model: str | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
+        """Turn chat messages (and the tools the model may call) into prompt text with the
+        chat template of ``model``."""
+        ...
+
+    async def embed(
+        self, inputs: Sequence[str | tuple[int, ...]], model: str | None = None
+    ) -> Embeddings:
+        """Pooled embeddings of texts or token ids; InvalidRequest for empty or too long."""
+        ...
+
+    async def tokenize_text(
+        self, text: str, *, add_special: bool, model: str | None = None
+    ) -> list[int]:
+        """Token ids of ``text`` (special tokens in it parsed), BOS added if ``add_special``."""
+        ...
+
+    async def token_pieces(self, tokens: Sequence[int], model: str | None = None) -> list[bytes]:
+        """The bytes of each token as output; InvalidRequest for an id outside the vocabulary."""
         ...
 
     async def submit(self, request: GenerationRequest) -> Generation:

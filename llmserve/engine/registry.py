@@ -37,6 +37,7 @@ from attrs import define, field, frozen
 from llmserve.config import Settings, served_models
 from llmserve.engine.protocol import (
     CacheSnapshot,
+    Embeddings,
     Engine,
     EngineStats,
     Generation,
@@ -183,15 +184,19 @@ class ModelRegistry:
         chosen.last_used = self._clock()
         return chosen.id
 
-    def render_chat(self, messages: Sequence[Mapping[str, Any]], model: str | None = None) -> str:
+    def render_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        model: str | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
         # resolve() loaded the model; an engine keeps its template across an unload, so a
         # model unloaded since still renders (its submit loads it again).
-        return self._route(model).spec.engine.render_chat(messages)
+        return self._route(model).spec.engine.render_chat(messages, tools=tools)
 
     async def submit(self, request: GenerationRequest) -> HeldGeneration:
-        chosen = self._route(request.model)
-        chosen.in_flight += 1  # from here on the model is never unloaded under the request
-        chosen.last_used = self._clock()
+        chosen = self._hold(request.model)
         try:
             await self._wait_loaded(chosen)
             generation = await chosen.spec.engine.submit(request)
@@ -199,6 +204,22 @@ class ModelRegistry:
             self._release(chosen)
             raise
         return HeldGeneration(generation, chosen.id, lambda: self._release(chosen))
+
+    async def embed(
+        self, inputs: Sequence[str | tuple[int, ...]], model: str | None = None
+    ) -> Embeddings:
+        async with self._holding(model) as chosen:
+            return await chosen.spec.engine.embed(inputs)
+
+    async def tokenize_text(
+        self, text: str, *, add_special: bool, model: str | None = None
+    ) -> list[int]:
+        async with self._holding(model) as chosen:
+            return await chosen.spec.engine.tokenize_text(text, add_special=add_special)
+
+    async def token_pieces(self, tokens: Sequence[int], model: str | None = None) -> list[bytes]:
+        async with self._holding(model) as chosen:
+            return await chosen.spec.engine.token_pieces(tokens)
 
     async def start(self) -> None:
         """Load the preloaded models, one after the other; then the registry is ready."""
@@ -241,6 +262,23 @@ class ModelRegistry:
         ]
         if unloads:
             await asyncio.gather(*(asyncio.shield(unload) for unload in unloads))
+
+    def _hold(self, name: str | None) -> _Model:
+        """The model for ``name``, never unloaded from now until ``_release``."""
+        chosen = self._route(name)
+        chosen.in_flight += 1
+        chosen.last_used = self._clock()
+        return chosen
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, name: str | None) -> AsyncIterator[_Model]:
+        """The model for ``name``, loaded, and held for the block."""
+        chosen = self._hold(name)
+        try:
+            await self._wait_loaded(chosen)
+            yield chosen
+        finally:
+            self._release(chosen)
 
     def _route(self, name: str | None) -> _Model:
         if len(self._models) == 1 or name is None:

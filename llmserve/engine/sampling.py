@@ -1,24 +1,105 @@
-"""Sampling parameters -> a native llama.cpp sampler chain (no logits copied into Python)."""
+"""Sampling parameters -> a native llama.cpp sampler chain (no logits copied into Python).
+
+A constrained request (JSON, tool calls) puts a grammar sampler first in the chain: it masks
+every token the grammar does not allow, so the samplers after it choose among allowed tokens
+only, and the output is well-formed by construction.
+"""
 
 from __future__ import annotations
 
+import json
 import random
 
 import llama_cpp
+from attrs import frozen
+from llama_cpp.llama_grammar import SchemaConverter
 
-from llmserve.engine.protocol import SamplingParams
+from llmserve.engine.protocol import JsonGrammar, SamplingParams
+from llmserve.errors import InvalidRequest, LLMServeError
 
 # How many recent tokens the repetition penalties look at (llama.cpp's default).
 PENALTY_LAST_N = 64
+
+# llama-cpp-python's converter lets a JSON string hold raw control characters, which strict
+# JSON parsers refuse; llama.cpp's own (C++) converter excludes them, as this rule does.
+_STRICT_CHAR = (
+    'char ::= [^"\\\\\\x7F\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | '
+    '"u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+)
+# Names of our own rules around a wrapped value (the converter's rules are "root" and below).
+_CALL_RULE, _TOP_RULE = "llmserve-wrapped", "llmserve-top"
+
+
+@frozen
+class Gbnf:
+    """A compiled grammar and the name of its start rule."""
+
+    text: str
+    root: str
+
+
+def compile_grammar(grammar: JsonGrammar) -> Gbnf:
+    """The GBNF of a checked JSON grammar; InvalidRequest if the converter refuses it."""
+    converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    try:
+        # Base URL "": references stay "#/..." as written, the form the converter looks up.
+        schema = converter.resolve_refs(json.loads(grammar.schema), "")
+        converter.visit(schema, "")
+        rules = converter.format_grammar()
+    except (AssertionError, KeyError, ValueError, TypeError, IndexError, RecursionError) as exc:
+        raise InvalidRequest(f"The JSON schema cannot be turned into a grammar: {exc}") from exc
+    lines = [_STRICT_CHAR if line.startswith("char ::= ") else line for line in rules.split("\n")]
+    if not (grammar.prefix or grammar.suffix or grammar.repeat):
+        return Gbnf("\n".join(lines), "root")
+    lines.append(f"{_CALL_RULE} ::= {_literal(grammar.prefix)} root {_literal(grammar.suffix)}")
+    more = f' ("\\n" {_CALL_RULE})*' if grammar.repeat else ""
+    lines.append(f"{_TOP_RULE} ::= {_CALL_RULE}{more}")
+    return Gbnf("\n".join(lines), _TOP_RULE)
+
+
+def _literal(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return '"' + escaped.replace("\r", "\\r") + '"'
+
+
+def check_grammar(vocab: llama_cpp.llama_vocab_p, gbnf: Gbnf) -> None:
+    """Raise InvalidRequest unless llama.cpp parses ``gbnf``."""
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.text.encode(), gbnf.root.encode())
+    if not sampler:
+        raise InvalidRequest("The JSON schema gives a grammar that llama.cpp cannot parse.")
+    llama_cpp.llama_sampler_free(sampler)
 
 
 class SamplerChain:
     """A llama.cpp sampler chain for one request; ``sample`` picks *and* accepts a token."""
 
-    def __init__(self, params: SamplingParams, n_vocab: int) -> None:
+    def __init__(
+        self,
+        params: SamplingParams,
+        n_vocab: int,
+        *,
+        vocab: llama_cpp.llama_vocab_p | None = None,
+        grammar: Gbnf | None = None,
+    ) -> None:
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self._chain = chain
         add = llama_cpp.llama_sampler_chain_add
+        if grammar is not None:
+            constraint = llama_cpp.llama_sampler_init_grammar(
+                vocab, grammar.text.encode(), grammar.root.encode()
+            )
+            if not constraint:
+                self.close()
+                raise LLMServeError("llama.cpp could not build the grammar sampler")
+            add(chain, constraint)
+        if params.logit_bias:
+            biases = (llama_cpp.llama_logit_bias * len(params.logit_bias))(
+                *(llama_cpp.llama_logit_bias(token, bias) for token, bias in params.logit_bias)
+            )
+            add(
+                chain,
+                llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(params.logit_bias), biases),
+            )
         if (
             params.repeat_penalty != 1.0
             or params.frequency_penalty != 0.0

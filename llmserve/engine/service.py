@@ -14,15 +14,19 @@ import llama_cpp
 
 from llmserve.config import Settings, resolve_model_path
 from llmserve.engine.chat import ChatTemplate
+from llmserve.engine.embeddings import Embedder
 from llmserve.engine.model import LlamaModel
 from llmserve.engine.prefix_cache import PrefixCache, SwaRule, file_fingerprint
 from llmserve.engine.protocol import (
     CacheSnapshot,
+    Embeddings,
     EngineStats,
     GenerationRequest,
     ModelInfo,
+    SamplingParams,
     TokenEvent,
 )
+from llmserve.engine.sampling import Gbnf, check_grammar, compile_grammar
 from llmserve.engine.worker import Item, Job, Sink, Worker, WorkerConfig
 from llmserve.errors import (
     ContextLengthExceeded,
@@ -60,7 +64,7 @@ class StreamedGeneration:
             if isinstance(item, LLMServeError):
                 self._done = True
                 raise item
-            if item.finish_reason is not None:
+            if item.usage is not None:  # the last event of the last choice
                 self._done = True
             yield item
 
@@ -84,6 +88,7 @@ class LlamaEngine:
         self._path = model_path
         self._model: LlamaModel | None = None
         self._worker: Worker | None = None
+        self._embedder: Embedder | None = None
         self._template: ChatTemplate | None = None
         self._n_ctx_seq = settings.model.max_sequence_length
         self._created = int(time.time())
@@ -136,10 +141,16 @@ class LlamaEngine:
     async def resolve(self, model: str | None) -> str:
         return self._model_id  # one model serves every name, as llama-server does
 
-    def render_chat(self, messages: Sequence[Mapping[str, Any]], model: str | None = None) -> str:
+    def render_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        model: str | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
         if self._template is None:
             raise ServiceUnavailable("the model is still loading")
-        return self._template.render(messages)
+        return self._template.render(messages, tools=tools)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -191,6 +202,7 @@ class LlamaEngine:
             max_queued=self._settings.server.max_concurrent_requests,
             cache=self._build_cache(model, config),
         )
+        self._embedder = Embedder(model, n_ctx=self._n_ctx_seq, n_threads=config.n_threads)
 
     def _build_cache(self, model: LlamaModel, config: WorkerConfig) -> PrefixCache | None:
         settings = self._settings.cache
@@ -218,10 +230,12 @@ class LlamaEngine:
     async def stop(self) -> None:
         # The chat template stays: a registry that unloads this model may render a prompt for
         # it while it loads again, and start() may be called again after stop().
-        worker, model = self._worker, self._model
-        self._worker = None
+        worker, model, embedder = self._worker, self._model, self._embedder
+        self._worker = self._embedder = None
         if worker is not None:
             await asyncio.to_thread(worker.stop)
+        if embedder is not None:
+            await asyncio.to_thread(embedder.close)
         if model is not None:
             model.close()
         self._model = None
@@ -247,8 +261,20 @@ class LlamaEngine:
         worker = self._worker
         if worker is None:
             raise ServiceUnavailable("the model is not loaded")
+        if request.n > worker.config.n_slots:
+            raise InvalidRequest(
+                f"n={request.n} choices need {request.n} sequence slots at once, and this "
+                f"server has {worker.config.n_slots} ([model] parallel); ask for at most "
+                f"{worker.config.n_slots}",
+                param="n",
+            )
+        _check_logit_bias(request.sampling, worker.model)
+        grammar = self._grammar(request, worker.model)
         param = "prompt"
-        tokens = await self.tokenize(request.prompt, param=param)
+        if request.suffix is not None:
+            tokens = await self._infill(request.prompt, request.suffix, worker.model)
+        else:
+            tokens = await self.tokenize(request.prompt, param=param)
         if not tokens:
             raise InvalidRequest("the prompt is empty", param=param)
         n_ctx = self._n_ctx_seq
@@ -266,6 +292,81 @@ class LlamaEngine:
                 stop=request.stop,
                 sampling=request.sampling,
                 sink=generation,
+                n=request.n,
+                logprobs=request.logprobs,
+                grammar=grammar,
             )
         )
         return generation
+
+    def _grammar(self, request: GenerationRequest, model: LlamaModel) -> Gbnf | None:
+        if request.grammar is None:
+            return None
+        gbnf = compile_grammar(request.grammar)
+        check_grammar(model.vocab, gbnf)
+        return gbnf
+
+    async def _infill(
+        self, prefix: str | tuple[int, ...], suffix: str, model: LlamaModel
+    ) -> list[int]:
+        """A fill-in-the-middle prompt, laid out as llama-server does: [BOS] PRE prefix SUF
+        suffix MID; the model writes the middle."""
+        pre, suf, mid = model.fim
+        if min(pre, suf, mid) < 0:
+            raise InvalidRequest(
+                "'suffix' needs a fill-in-the-middle model, and this model has no FIM tokens",
+                param="suffix",
+            )
+        if isinstance(prefix, tuple):
+            head = await self.tokenize(prefix, param="prompt")
+        else:
+            head = await asyncio.to_thread(model.tokenize, prefix, add_special=False)
+        tail = await asyncio.to_thread(model.tokenize, suffix, add_special=False)
+        return [*([model.bos] if model.add_bos else []), pre, *head, suf, *tail, mid]
+
+    async def embed(
+        self, inputs: Sequence[str | tuple[int, ...]], model: str | None = None
+    ) -> Embeddings:
+        embedder = self._embedder
+        if embedder is None:
+            raise ServiceUnavailable("the model is not loaded")
+        token_lists: list[list[int]] = []
+        for i, item in enumerate(inputs):
+            param = f"input[{i}]" if len(inputs) > 1 else "input"
+            tokens = await self.tokenize(item, param=param)
+            if not tokens:
+                raise InvalidRequest("an input is empty; embeddings need text", param=param)
+            if len(tokens) > embedder.n_ctx:
+                raise InvalidRequest(
+                    f"an input of {len(tokens)} tokens is longer than this model's "
+                    f"{embedder.n_ctx}-token context",
+                    param=param,
+                )
+            token_lists.append(tokens)
+        vectors = await asyncio.to_thread(embedder.embed, token_lists)
+        return Embeddings(vectors=tuple(vectors), prompt_tokens=sum(map(len, token_lists)))
+
+    async def tokenize_text(
+        self, text: str, *, add_special: bool, model: str | None = None
+    ) -> list[int]:
+        llama_model = self._model
+        if llama_model is None:
+            raise ServiceUnavailable("the model is still loading")
+        return await asyncio.to_thread(llama_model.tokenize, text, add_special=add_special)
+
+    async def token_pieces(self, tokens: Sequence[int], model: str | None = None) -> list[bytes]:
+        llama_model = self._model
+        if llama_model is None:
+            raise ServiceUnavailable("the model is still loading")
+        checked = await self.tokenize(tuple(tokens), param="tokens")
+        return [llama_model.piece(t) for t in checked]
+
+
+def _check_logit_bias(sampling: SamplingParams, model: LlamaModel) -> None:
+    bad = next((t for t, _ in sampling.logit_bias if not model.valid_token(t)), None)
+    if bad is not None:
+        raise InvalidRequest(
+            f"logit_bias names token {bad}, outside this model's vocabulary "
+            f"(0..{model.n_vocab - 1})",
+            param="logit_bias",
+        )

@@ -13,82 +13,23 @@ import ctypes
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
+import attrs
 import llama_cpp
-from attrs import define, field
 
+from llmserve.engine.jobs import Deliver, Group, Item, Job, Run, Sink, Slot, WorkerConfig
 from llmserve.engine.model import LlamaModel
 from llmserve.engine.prefix_cache import Hit, PrefixCache
-from llmserve.engine.protocol import FinishReason, SamplingParams, TokenEvent, Usage
+from llmserve.engine.protocol import FinishReason, TokenEvent, TokenLogprob, Usage
 from llmserve.engine.sampling import SamplerChain
 from llmserve.engine.textstream import TextStream
 from llmserve.errors import EngineOverloaded, LLMServeError, ModelLoadError, ServiceUnavailable
 
+__all__ = ["Deliver", "Item", "Job", "Sink", "Worker", "WorkerConfig"]
+
 log = logging.getLogger(__name__)
-
-
-class Sink(Protocol):
-    """Where a job's events go; ``cancelled`` is read by the worker thread every step."""
-
-    @property
-    def cancelled(self) -> bool: ...
-
-
-Item = TokenEvent | LLMServeError
-Deliver = Callable[[list[tuple[Sink, Item]]], None]
-
-
-@define
-class Job:
-    """A validated request, ready for a slot."""
-
-    tokens: list[int]
-    max_tokens: int
-    stop: tuple[str, ...]
-    sampling: SamplingParams
-    sink: Sink
-    enqueued_at: float = field(factory=time.monotonic)
-    # Called with the logits of the first generated position (a numpy copy); for tests that
-    # compare cached and uncached computations.
-    first_logits: Callable[[Any], None] | None = None
-
-
-@define
-class Run:
-    """A job in a slot: its sampler, text stream and progress."""
-
-    job: Job
-    sampler: SamplerChain
-    text: TextStream
-    pending: list[int]  # prompt tokens still to decode
-    cached_tokens: int  # prompt tokens served from the slot's live KV
-    last_token: int | None = None  # sampled, not yet decoded
-    n_generated: int = 0
-    batch_index: int = -1  # where this run's logits are in the current batch, -1 if none
-
-
-@define
-class Slot:
-    """One sequence of the context; keeps its KV (``kv_tokens``) after a run for reuse."""
-
-    seq_id: int
-    kv_tokens: list[int] = field(factory=list)  # tokens at positions 0.. in this sequence's KV
-    run: Run | None = None
-    last_used: float = 0.0
-
-
-@define(frozen=True)
-class WorkerConfig:
-    n_slots: int
-    n_ctx_seq: int  # context of one sequence
-    n_batch: int
-    n_threads: int
-    n_gpu_layers: int
-    kv_unified: bool = True
-    swa_full: bool = False
-    reuse_prefix: bool = True  # serve a prompt's prefix from a slot's live KV when it matches
 
 
 class Worker:
@@ -214,7 +155,7 @@ class Worker:
                 self._inbox.popleft()
                 continue
             free = [s for s in self._slots if s.run is None]
-            if not free:
+            if len(free) < job.n:
                 return
             self._inbox.popleft()
             best, reuse = max(
@@ -229,7 +170,9 @@ class Worker:
                     if self._restore(self.cache, target, hit):
                         best, reuse = target, hit.length
                 self.cache.record(reuse)
-            self._assign(best, job, reuse)
+            # The other choices take the least recently used slots: their KV is overwritten.
+            others = sorted((s for s in free if s is not best), key=lambda s: s.last_used)
+            self._assign(best, job, reuse, others[: job.n - 1])
 
     def _restore(self, cache: PrefixCache, slot: Slot, hit: Hit) -> bool:
         """Load a cached state into a slot's sequence; False (slot emptied) on failure."""
@@ -298,7 +241,12 @@ class Worker:
                 return 0
         return p
 
-    def _assign(self, slot: Slot, job: Job, reuse: int) -> None:
+    def _assign(self, slot: Slot, job: Job, reuse: int, followers: list[Slot]) -> None:
+        try:
+            samplers = self._samplers(job)
+        except LLMServeError as error:
+            self._outbox.append((job.sink, error))
+            return
         if reuse < len(slot.kv_tokens) and not llama_cpp.llama_memory_seq_rm(
             self._mem, slot.seq_id, reuse, -1
         ):
@@ -310,13 +258,43 @@ class Worker:
         self._outbox.append((job.sink, TokenEvent(text="", queue_wait_s=waited)))
         self._prompt_tokens += len(job.tokens)
         self._reused_tokens += reuse
+        group = Group(remaining=job.n, cached_tokens=reuse)
         slot.run = Run(
             job=job,
-            sampler=SamplerChain(job.sampling, self.model.n_vocab),
+            sampler=samplers[0],
             text=TextStream(job.stop),
             pending=job.tokens[reuse:],
-            cached_tokens=reuse,
+            group=group,
+            followers=followers,
         )
+        for i, follower in enumerate(followers, start=1):
+            follower.run = Run(
+                job=job,
+                sampler=samplers[i],
+                text=TextStream(job.stop),
+                pending=[],
+                group=group,
+                index=i,
+            )
+
+    def _samplers(self, job: Job) -> list[SamplerChain]:
+        """One sampler chain per choice; choice i of a seeded job samples with seed + i."""
+        chains: list[SamplerChain] = []
+        try:
+            for i in range(job.n):
+                params = job.sampling
+                if i and params.seed is not None:
+                    params = attrs.evolve(params, seed=params.seed + i)
+                chains.append(
+                    SamplerChain(
+                        params, self.model.n_vocab, vocab=self.model.vocab, grammar=job.grammar
+                    )
+                )
+        except LLMServeError:
+            for chain in chains:
+                chain.close()
+            raise
+        return chains
 
     def _step(self) -> None:
         n = 0
@@ -358,16 +336,37 @@ class Worker:
                 slot.kv_tokens.clear()
             return
         for slot, run in active:
+            if run.followers and run.batch_index >= 0:
+                self._fork(slot, run)
+        for slot, run in active:
             if run.batch_index >= 0:
-                if run.job.first_logits is not None and run.n_generated == 0:
+                if run.job.first_logits is not None and run.n_generated == 0 and not run.index:
                     run.job.first_logits(self._logits(run.batch_index))
                 self._on_token(slot, run, run.sampler.sample(self._ctx, run.batch_index))
 
-    def _logits(self, batch_index: int) -> Any:
-        import numpy as np  # only tests ask for logits; keep numpy off the import path
+    def _fork(self, slot: Slot, run: Run) -> None:
+        """Choice 0's prompt is decoded: share its KV with the other choices' sequences, which
+        sample their first tokens from the same logits."""
+        for follower in run.followers:
+            llama_cpp.llama_memory_seq_rm(self._mem, follower.seq_id, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self._mem, slot.seq_id, follower.seq_id, -1, -1)
+            follower.kv_tokens[:] = slot.kv_tokens
+            if follower.run is not None:
+                follower.run.batch_index = run.batch_index
+        run.followers = []
+
+    def _logits(self, batch_index: int, *, copy: bool = True) -> Any:
+        import numpy as np  # only logprobs and tests need logits; keep numpy off the fast path
 
         row = llama_cpp.llama_get_logits_ith(self._ctx, batch_index)
-        return np.ctypeslib.as_array(row, shape=(self.model.n_vocab,)).copy()
+        view = np.ctypeslib.as_array(row, shape=(self.model.n_vocab,))
+        return view.copy() if copy else view
+
+    def _logprob(self, run: Run, token: int) -> TokenLogprob:
+        from llmserve.engine.logprobs import token_logprob
+
+        row = self._logits(run.batch_index, copy=False)
+        return token_logprob(row, token, run.job.logprobs or 0, self.model.piece)
 
     def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         b = self._batch
@@ -383,7 +382,9 @@ class Worker:
             return
         run.n_generated += 1
         text = run.text.push(self.model.piece(token))
-        self._outbox.append((run.job.sink, TokenEvent(text=text, tokens=1)))
+        logprobs = (self._logprob(run, token),) if run.job.logprobs is not None else ()
+        event = TokenEvent(text=text, tokens=1, index=run.index, logprobs=logprobs)
+        self._outbox.append((run.job.sink, event))
         if run.text.stopped:
             self._finish(slot, run, "stop")
         elif run.n_generated >= run.job.max_tokens or len(slot.kv_tokens) >= self.config.n_ctx_seq:
@@ -392,13 +393,18 @@ class Worker:
             run.last_token = token
 
     def _finish(self, slot: Slot, run: Run, reason: FinishReason) -> None:
-        usage = Usage(
-            prompt_tokens=len(run.job.tokens),
-            completion_tokens=run.n_generated,
-            cached_tokens=run.cached_tokens,
-        )
+        group = run.group
+        group.remaining -= 1
+        group.completion_tokens += run.n_generated
+        usage = None
+        if not group.remaining:  # the job's last choice: usage for all of them
+            usage = Usage(
+                prompt_tokens=len(run.job.tokens),
+                completion_tokens=group.completion_tokens,
+                cached_tokens=group.cached_tokens,
+            )
         tail = "" if run.text.stopped else run.text.flush()
-        event = TokenEvent(text=tail, finish_reason=reason, usage=usage)
+        event = TokenEvent(text=tail, finish_reason=reason, usage=usage, index=run.index)
         self._outbox.append((run.job.sink, event))
         self._flush_outbox()  # the client hears of its finish before the state copy below
         self._save(slot)

@@ -18,6 +18,7 @@ from llmserve.http.openai import openai_router
 from llmserve.http.ops import OPS_ROUTES
 from llmserve.http.ratelimit import RateLimiter
 from llmserve.http.state import STATE_KEY, AppState, Clock, IdFactory, RandomIds, SystemClock
+from llmserve.http.tokens import tokens_router
 from llmserve.metrics import Metrics
 
 
@@ -73,7 +74,7 @@ def create_app(
             await served.stop()
 
     return Litestar(
-        route_handlers=[openai_router(), *OPS_ROUTES],
+        route_handlers=[openai_router(), tokens_router(), *OPS_ROUTES],
         lifespan=[lifespan],
         middleware=[observe_requests],
         exception_handlers={Exception: handle_exception},

@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
-from attrs import frozen
 from litestar import Request, Response, Router, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.connection import ASGIConnection
@@ -23,12 +22,13 @@ from litestar.params import FromPath, RawBody
 from litestar.response import Stream
 from litestar.types import Receive
 
-from llmserve import codec, wire
+from llmserve import codec, wire, wire_embeddings
 from llmserve.engine import protocol
 from llmserve.engine.protocol import Generation
-from llmserve.errors import LLMServeError, ModelNotFound
+from llmserve.errors import InvalidRequest, LLMServeError, ModelNotFound
 from llmserve.http.auth import require_api_key
 from llmserve.http.failures import internal_error_envelope
+from llmserve.http.formats import ChatFormat, Meta, ResponseFormat, TextFormat
 from llmserve.http.observe import RequestRecord, record_of
 from llmserve.http.ratelimit import limit_rate
 from llmserve.http.state import AppState, app_state
@@ -39,111 +39,6 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"
 # nginx's name for "client closed the request"; nobody reads it, the log and metrics do.
 CLIENT_CLOSED_REQUEST = 499
-
-
-@frozen
-class Outcome:
-    """A finished generation, collected."""
-
-    text: str
-    finish_reason: wire.FinishReason
-    usage: wire.Usage
-
-
-class ResponseFormat(Protocol):
-    """How one endpoint spells its stream chunks and its whole response."""
-
-    def opening(self) -> object | None: ...
-
-    def piece(self, text: str) -> object: ...
-
-    def closing(self, finish_reason: wire.FinishReason) -> object: ...
-
-    def usage_chunk(self, usage: wire.Usage) -> object: ...
-
-    def whole(self, outcome: Outcome) -> object: ...
-
-
-@frozen
-class ChatFormat:
-    id: str
-    created: int
-    model: str
-
-    def _chunk(
-        self, choices: tuple[wire.ChunkChoice, ...], usage: wire.Usage | None = None
-    ) -> wire.ChatCompletionChunk:
-        return wire.ChatCompletionChunk(
-            id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
-        )
-
-    def opening(self) -> object:
-        return self._chunk(
-            (wire.ChunkChoice(index=0, delta=wire.Delta(role="assistant", content="")),)
-        )
-
-    def piece(self, text: str) -> object:
-        return self._chunk((wire.ChunkChoice(index=0, delta=wire.Delta(content=text)),))
-
-    def closing(self, finish_reason: wire.FinishReason) -> object:
-        return self._chunk(
-            (wire.ChunkChoice(index=0, delta=wire.Delta(), finish_reason=finish_reason),)
-        )
-
-    def usage_chunk(self, usage: wire.Usage) -> object:
-        return self._chunk((), usage)
-
-    def whole(self, outcome: Outcome) -> object:
-        choice = wire.ChatChoice(
-            index=0,
-            message=wire.AssistantMessage(content=outcome.text),
-            finish_reason=outcome.finish_reason,
-        )
-        return wire.ChatCompletion(
-            id=self.id,
-            created=self.created,
-            model=self.model,
-            choices=(choice,),
-            usage=outcome.usage,
-        )
-
-
-@frozen
-class TextFormat:
-    id: str
-    created: int
-    model: str
-
-    def _chunk(
-        self, choices: tuple[wire.CompletionChoice, ...], usage: wire.Usage | None = None
-    ) -> wire.CompletionChunk:
-        return wire.CompletionChunk(
-            id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
-        )
-
-    def opening(self) -> object | None:
-        return None
-
-    def piece(self, text: str) -> object:
-        return self._chunk((wire.CompletionChoice(index=0, text=text),))
-
-    def closing(self, finish_reason: wire.FinishReason) -> object:
-        return self._chunk((wire.CompletionChoice(index=0, text="", finish_reason=finish_reason),))
-
-    def usage_chunk(self, usage: wire.Usage) -> object:
-        return self._chunk((), usage)
-
-    def whole(self, outcome: Outcome) -> object:
-        choice = wire.CompletionChoice(
-            index=0, text=outcome.text, finish_reason=outcome.finish_reason
-        )
-        return wire.Completion(
-            id=self.id,
-            created=self.created,
-            model=self.model,
-            choices=(choice,),
-            usage=outcome.usage,
-        )
 
 
 class _CancelOnce:
@@ -174,16 +69,13 @@ def _usage_or_count(usage: protocol.Usage | None, record: RequestRecord) -> wire
     return wire.Usage.from_engine(usage)
 
 
-async def _drain(gen: Generation, record: RequestRecord) -> Outcome:
-    parts: list[str] = []
-    finish: wire.FinishReason = "stop"
+async def _drain(gen: Generation, fmt: ResponseFormat, record: RequestRecord) -> wire.Usage:
     usage: protocol.Usage | None = None
     async for event in gen:
         record.add(event)
-        parts.append(event.text)
-        if event.finish_reason is not None:
-            finish, usage = event.finish_reason, event.usage
-    return Outcome(text="".join(parts), finish_reason=finish, usage=_usage_or_count(usage, record))
+        fmt.feed(event)
+        usage = event.usage or usage
+    return _usage_or_count(usage, record)
 
 
 async def _until_disconnect(receive: Receive) -> None:
@@ -192,9 +84,11 @@ async def _until_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _collect(request: Request[Any, Any, Any], gen: Generation) -> Outcome | None:
-    """Collect the whole generation, or None if the client went away first."""
-    drain = asyncio.ensure_future(_drain(gen, record_of(request)))
+async def _collect(
+    request: Request[Any, Any, Any], gen: Generation, fmt: ResponseFormat
+) -> wire.Usage | None:
+    """Feed the whole generation to ``fmt``; its usage, or None if the client went away first."""
+    drain = asyncio.ensure_future(_drain(gen, fmt, record_of(request)))
     watch = asyncio.ensure_future(_until_disconnect(request.receive))
     try:
         await asyncio.wait((drain, watch), return_when=asyncio.FIRST_COMPLETED)
@@ -216,17 +110,16 @@ async def _stream(
     cancel: Callable[[], None],
 ) -> AsyncIterator[bytes]:
     try:
-        if (opening := fmt.opening()) is not None:
-            yield _sse(codec.unstructure(opening))
-        finish: wire.FinishReason = "stop"
+        for chunk in fmt.opening():
+            yield _sse(codec.unstructure(chunk))
         usage: protocol.Usage | None = None
         async for event in gen:
             record.add(event)
-            if event.text:
-                yield _sse(codec.unstructure(fmt.piece(event.text)))
-            if event.finish_reason is not None:
-                finish, usage = event.finish_reason, event.usage
-        yield _sse(codec.unstructure(fmt.closing(finish)))
+            usage = event.usage or usage
+            for chunk in fmt.feed(event):
+                yield _sse(codec.unstructure(chunk))
+        for chunk in fmt.ending():
+            yield _sse(codec.unstructure(chunk))
         if include_usage:
             yield _sse(codec.unstructure(fmt.usage_chunk(_usage_or_count(usage, record))))
         yield DONE
@@ -270,12 +163,12 @@ async def _serve(
             background=BackgroundTask(cancel.after_response),
         )
     try:
-        outcome = await _collect(request, gen)
+        usage = await _collect(request, gen, fmt)
     finally:
         cancel()
-    if outcome is None:
+    if usage is None:
         return Response(content=b"", status_code=CLIENT_CLOSED_REQUEST)
-    return _json(fmt.whole(outcome))
+    return _json(fmt.whole(usage))
 
 
 def _json(obj: object) -> Response[bytes]:
@@ -288,9 +181,16 @@ async def chat_completions(request: Request[Any, Any, Any], body: RawBody) -> Re
     state = app_state(request.app)
     parsed = codec.structure_request(body, wire.ChatCompletionRequest)
     model = await _resolve(request, state, parsed.model)
-    prompt = state.engine.render_chat(parsed.template_messages(), model=model)
+    prompt = state.engine.render_chat(
+        parsed.template_messages(), model=model, tools=parsed.template_tools()
+    )
     fmt = ChatFormat(
-        id=state.ids.chat_completion_id(), created=int(state.clock.time()), model=model
+        Meta(id=state.ids.chat_completion_id(), created=int(state.clock.time()), model=model),
+        n=parsed.n,
+        stream=parsed.stream,
+        tools=parsed.tool_use(),
+        logprobs=parsed.logprobs,
+        call_id=state.ids.tool_call_id,
     )
     return await _serve(request, state, parsed, prompt, fmt, model)
 
@@ -301,8 +201,41 @@ async def completions(request: Request[Any, Any, Any], body: RawBody) -> Respons
     state = app_state(request.app)
     parsed = codec.structure_request(body, wire.CompletionRequest)
     model = await _resolve(request, state, parsed.model)
-    fmt = TextFormat(id=state.ids.completion_id(), created=int(state.clock.time()), model=model)
+    echo = ""
+    if parsed.echo:
+        prompt = parsed.prompt
+        if isinstance(prompt, str):
+            echo = prompt
+        else:
+            try:
+                pieces = await state.engine.token_pieces(prompt, model=model)
+            except InvalidRequest as exc:  # an id outside the vocabulary: the prompt's fault
+                raise InvalidRequest(exc.message, param="prompt") from None
+            echo = b"".join(pieces).decode("utf-8", errors="replace")
+    fmt = TextFormat(
+        Meta(id=state.ids.completion_id(), created=int(state.clock.time()), model=model),
+        n=parsed.n,
+        stream=parsed.stream,
+        logprobs=parsed.logprobs is not None,
+        echo=echo,
+    )
     return await _serve(request, state, parsed, parsed.prompt, fmt, model)
+
+
+@post("/embeddings", status_code=200)
+async def embeddings(request: Request[Any, Any, Any], body: RawBody) -> Response[bytes]:
+    """OpenAI embeddings: pooled, L2-normalized vectors of each input, as floats or base64."""
+    state = app_state(request.app)
+    parsed = codec.structure_request(body, wire_embeddings.EmbeddingRequest)
+    model = await _resolve(request, state, parsed.model)
+    result = await state.engine.embed(parsed.input, model=model)
+    parsed.check_dimensions(len(result.vectors[0]))
+    record_of(request).prompt_tokens = result.prompt_tokens
+    return _json(
+        wire_embeddings.EmbeddingList.from_engine(
+            result, model=model, encoding=parsed.encoding_format
+        )
+    )
 
 
 @get("/models")
@@ -333,6 +266,6 @@ def openai_router() -> Router:
     """The /v1 routes behind the readiness, API-key and rate guards; a fresh Router per app."""
     return Router(
         path="/v1",
-        route_handlers=[chat_completions, completions, list_models, retrieve_model],
+        route_handlers=[chat_completions, completions, embeddings, list_models, retrieve_model],
         guards=[require_ready, require_api_key, limit_rate],
     )

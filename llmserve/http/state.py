@@ -37,6 +37,8 @@ class IdFactory(Protocol):
 
     def request_id(self) -> str: ...
 
+    def tool_call_id(self) -> str: ...
+
 
 @frozen
 class SystemClock:
@@ -59,6 +61,9 @@ class RandomIds:
 
     def request_id(self) -> str:
         return f"req_{secrets.token_hex(12)}"
+
+    def tool_call_id(self) -> str:
+        return f"call_{secrets.token_hex(12)}"
 
 
 @frozen

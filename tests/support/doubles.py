@@ -47,6 +47,9 @@ class CountingIds:
     def request_id(self) -> str:
         return f"req_{next(self._counter)}"
 
+    def tool_call_id(self) -> str:
+        return f"call_{next(self._counter)}"
+
 
 def fake_app(
     engine: Engine | None = None,

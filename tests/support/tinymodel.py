@@ -31,6 +31,8 @@ CONTROL_TOKENS = (UNK, BOS, EOS, IM_START, IM_END)
 UNK_ID, BOS_ID, EOS_ID, IM_START_ID, IM_END_ID = range(len(CONTROL_TOKENS))
 
 SPACE = "\u2581"  # SentencePiece's visible space
+# Fill-in-the-middle tokens, appended to the vocabulary by ``build_tiny_gguf(fim=True)``.
+FIM_TOKENS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
 
 _WORD_TEXT = """
 the of and to in is you that it he was for on are as with his they at be this have from or
@@ -48,7 +50,7 @@ learn should world hello model server token cache request stream test chat user 
 WORDS = tuple(_WORD_TEXT.split())
 
 
-def _vocabulary() -> tuple[list[str], list[float], list[int]]:
+def _vocabulary(fim: bool = False) -> tuple[list[str], list[float], list[int]]:
     """Tokens, scores and token types of the tiny SentencePiece vocabulary."""
     tokens: list[str] = list(CONTROL_TOKENS)
     types: list[int] = [gguf.TokenType.UNKNOWN] + [gguf.TokenType.CONTROL] * 4
@@ -65,6 +67,10 @@ def _vocabulary() -> tuple[list[str], list[float], list[int]]:
     types += [gguf.TokenType.NORMAL] * len(pieces)
     # Longer pieces merge first, as in a trained model.
     scores = [0.0] * (len(CONTROL_TOKENS) + 256) + [float(len(p)) for p in pieces]
+    if fim:
+        tokens += FIM_TOKENS
+        types += [gguf.TokenType.CONTROL] * len(FIM_TOKENS)
+        scores += [0.0] * len(FIM_TOKENS)
     return tokens, scores, [int(t) for t in types]
 
 
@@ -74,12 +80,14 @@ def build_tiny_gguf(
     chat_template: str | None = None,
     seed: int = 0,
     context_length: int = N_CTX_TRAIN,
+    fim: bool = False,
 ) -> Path:
     """Write the tiny model to ``path`` (deterministic for a given seed) and return the path.
 
-    ``context_length`` is the trained context, which bounds a sequence's context.
+    ``context_length`` is the trained context, which bounds a sequence's context. ``fim``
+    appends fill-in-the-middle tokens (every other token keeps its id).
     """
-    tokens, scores, types = _vocabulary()
+    tokens, scores, types = _vocabulary(fim)
     n_vocab = len(tokens)
     head_dim = N_EMBD // N_HEAD
     rng = np.random.default_rng(seed)
@@ -115,6 +123,11 @@ def build_tiny_gguf(
     writer.add_add_space_prefix(False)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
+    if fim:
+        first = n_vocab - len(FIM_TOKENS)
+        writer.add_uint32(gguf.Keys.Tokenizer.FIM_PRE_ID, first)
+        writer.add_uint32(gguf.Keys.Tokenizer.FIM_SUF_ID, first + 1)
+        writer.add_uint32(gguf.Keys.Tokenizer.FIM_MID_ID, first + 2)
 
     # Embeddings scaled up so the hidden state differs token to token: generation varies.
     writer.add_tensor("token_embd.weight", weight(n_vocab, N_EMBD, scale=8.0))
@@ -132,6 +145,8 @@ def build_tiny_gguf(
     writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
     output = weight(n_vocab, N_EMBD, scale=8.0)
     output[: len(CONTROL_TOKENS)] = 0.0
+    if fim:
+        output[-len(FIM_TOKENS) :] = 0.0  # control tokens are never generated
     writer.add_tensor("output.weight", output)
 
     writer.write_header_to_file()

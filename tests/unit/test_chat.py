@@ -187,3 +187,34 @@ def test_generation_tag_is_accepted() -> None:
     """transformers' {% generation %} block renders its body."""
     chat = template(gguf="{% generation %}body{% endgeneration %}")
     assert chat.render(CONVERSATION) == "body"
+
+
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+TOOL_TURNS: list[dict[str, Any]] = [
+    {"role": "user", "content": "Weather?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"id": "c1", "function": {"name": "get_weather", "arguments": {}}}],
+    },
+    {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+]
+
+
+def test_a_template_without_tools_gets_them_as_text() -> None:
+    """The built-in ChatML knows no tools: they, the calls and the results go in as text."""
+    prompt = template().render(TOOL_TURNS, tools=[TOOL])
+    assert prompt.startswith("<|im_start|>system\n# Tools")
+    assert '"name": "get_weather"' in prompt
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {}}\n</tool_call>' in prompt
+    assert "<|im_start|>user\n<tool_response>\nsunny\n</tool_response><|im_end|>" in prompt
+    assert "<|im_start|>tool" not in prompt
+
+
+def test_a_template_with_tools_gets_them_as_data() -> None:
+    """A template that handles tools itself sees the tools, calls and tool turns unchanged."""
+    chat = template(
+        gguf="{{ tools[0].function.name }}|{% for m in messages %}{{ m.role }}"
+        "{% if m.tool_calls %}:{{ m.tool_calls[0].function.name }}{% endif %},{% endfor %}"
+    )
+    assert chat.render(TOOL_TURNS, tools=[TOOL]) == "get_weather|user,assistant:get_weather,tool,"

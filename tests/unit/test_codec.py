@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from llmserve import codec, wire
+from llmserve import codec, wire, wire_embeddings, wire_tools
 from llmserve.errors import InvalidRequest
 
 USER = {"role": "user", "content": "hi"}
@@ -35,8 +35,8 @@ def test_minimal_chat_request_parses() -> None:
 
 
 def test_unknown_fields_are_ignored() -> None:
-    """Fields this server does not know (tools, logprobs, ...) do not fail the request."""
-    request = chat(messages=[USER], tools=[{"type": "function"}], logprobs=True, foo={"x": 1})
+    """Fields this server does not know (audio, metadata, ...) do not fail the request."""
+    request = chat(messages=[USER], metadata={"x": 1}, foo={"x": 1})
     assert request.messages[0].content == "hi"
 
 
@@ -128,11 +128,11 @@ def test_message_that_is_not_an_object_names_its_index() -> None:
     assert chat_error(messages=["hello"]).param == "messages[0]"
 
 
-def test_more_than_one_choice_is_refused() -> None:
-    """n > 1 is a clear 400 on param n."""
-    error = chat_error(messages=[USER], n=2)
+def test_zero_choices_are_refused() -> None:
+    """n below 1 is a clear 400 on param n (how many the engine can give, it says itself)."""
+    error = chat_error(messages=[USER], n=0)
     assert error.param == "n"
-    assert "n=1" in error.message
+    assert ">= 1" in error.message
 
 
 def test_bad_stop_entry_names_its_index() -> None:
@@ -221,12 +221,12 @@ def test_batched_prompts_are_refused(prompt: Any) -> None:
     assert caught.value.param == "prompt"
 
 
-@pytest.mark.parametrize(("field", "value"), [("echo", True), ("suffix", "tail")])
-def test_unsupported_completion_options_are_refused(field: str, value: object) -> None:
-    """echo and suffix, when set, are 400 'not supported' naming the field."""
+def test_echo_with_logprobs_is_refused() -> None:
+    """echo asks for prompt logprobs together with logprobs: a 400 'not supported' on echo."""
+    request = completion(prompt="x", echo=True, logprobs=1)
     with pytest.raises(InvalidRequest, match="not supported") as caught:
-        completion(prompt="x", **{field: value})
-    assert caught.value.param == field
+        request.generation("x")
+    assert caught.value.param == "echo"
 
 
 def test_chunk_omits_unset_usage_but_keeps_null_finish_reason() -> None:
@@ -251,3 +251,55 @@ def test_dump_json_keeps_non_ascii_text() -> None:
     """Responses are UTF-8 JSON, not \\u escapes."""
     card = wire.ModelCard(id="modèle", created=0, owned_by="me")
     assert "modèle".encode() in codec.dump_json(card)
+
+
+@pytest.mark.parametrize(
+    ("value", "inputs"),
+    [
+        ("a", ("a",)),
+        (["a", "b"], ("a", "b")),
+        ([1, 2], ((1, 2),)),
+        ([[1], [2, 3]], ((1,), (2, 3))),
+        (["a", [4]], ("a", (4,))),
+    ],
+)
+def test_embedding_inputs_take_every_openai_form(value: object, inputs: tuple[object]) -> None:
+    """Text, [text], [token ids] and [[token ids]] become one tuple of inputs."""
+    raw = json.dumps({"input": value}).encode()
+    assert codec.structure_request(raw, wire_embeddings.EmbeddingRequest).input == inputs
+
+
+@pytest.mark.parametrize(("value", "param"), [(["a", 1], "input[1]"), (5, "input"), ([], "input")])
+def test_bad_embedding_inputs_name_the_input(value: object, param: str) -> None:
+    """A mixed array, a number or nothing at all is a 400 on the input concerned."""
+    raw = json.dumps({"input": value}).encode()
+    with pytest.raises(InvalidRequest) as caught:
+        codec.structure_request(raw, wire_embeddings.EmbeddingRequest)
+    assert caught.value.param == param
+
+
+def test_tool_choice_takes_a_mode_or_a_named_function() -> None:
+    """tool_choice: one of none/auto/required, or {type: function, function: {name}}."""
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    assert chat(messages=[USER], tools=tools, tool_choice="required").tool_choice == "required"
+    named = chat(
+        messages=[USER], tools=tools, tool_choice={"type": "function", "function": {"name": "f"}}
+    )
+    assert named.tool_use() == wire_tools.ToolUse(named.tools or (), "f")
+    assert chat_error(messages=[USER], tool_choice="sometimes").param == "tool_choice"
+
+
+def test_json_schema_format_needs_its_schema_object() -> None:
+    """response_format json_schema without json_schema is a 400 naming that field."""
+    request = chat(messages=[USER], response_format={"type": "json_schema"})
+    with pytest.raises(InvalidRequest) as caught:
+        request.generation("prompt")
+    assert caught.value.param == "response_format.json_schema"
+
+
+def test_logit_bias_keys_are_token_ids_and_minus_100_bans() -> None:
+    """logit_bias maps token ids (strings) to [-100, 100]; -100 becomes a ban (-inf)."""
+    request = chat(messages=[USER], logit_bias={"7": -100, "9": 1.5})
+    assert request.generation("p").sampling.logit_bias == ((7, float("-inf")), (9, 1.5))
+    assert chat_error(messages=[USER], logit_bias={"seven": 1}).param == "logit_bias"
+    assert chat_error(messages=[USER], logit_bias={"7": 101}).param == "logit_bias"

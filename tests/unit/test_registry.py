@@ -363,3 +363,25 @@ def test_registry_from_models_entries_inherits_the_server_keep_alive() -> None:
     ]
     # Each model's prefix cache gets a directory of its own on the disk tier.
     assert [own.cache.disk_dir for own in built] == ["/kv/a", "/kv/org_b", "/kv/c"]
+
+
+async def test_embeddings_and_tokens_go_to_the_named_model(
+    engines: list[FakeEngine], clock: StepClock
+) -> None:
+    """embed, tokenize_text and token_pieces load and use the model the request names."""
+    alpha, beta, gamma = engines
+    models = registry(engines, clock, max_loaded=1)
+    embedded = await models.embed(["some text"], model="beta-alias")
+    assert embedded.prompt_tokens == 2
+    assert await models.tokenize_text("hi", add_special=False, model="gamma") == [104, 105]
+    assert await models.token_pieces([104], model="alpha") == [b"h"]
+    assert (alpha.starts, beta.starts, gamma.starts) == (1, 1, 1)
+    assert models.stats().models[0].running == 0  # held only for the call
+
+
+async def test_render_chat_passes_the_tools_on(engines: list[FakeEngine], clock: StepClock) -> None:
+    """The tools of a chat reach the named model's template."""
+    models = registry(engines, clock)
+    tool = {"type": "function", "function": {"name": "f"}}
+    models.render_chat([{"role": "user", "content": "hi"}], model="gamma", tools=[tool])
+    assert engines[2].tools == [[tool]]

@@ -1,0 +1,96 @@
+"""The worker's data: a job, its choices' runs in slots, and the worker's configuration.
+
+Plain data, shared by ``worker`` (which owns and mutates it on its thread) and ``service``
+(which builds jobs); no llama.cpp calls here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from attrs import define, field
+
+from llmserve.engine.protocol import SamplingParams, TokenEvent
+from llmserve.errors import LLMServeError
+
+if TYPE_CHECKING:
+    from llmserve.engine.sampling import Gbnf, SamplerChain
+    from llmserve.engine.textstream import TextStream
+
+
+class Sink(Protocol):
+    """Where a job's events go; ``cancelled`` is read by the worker thread every step."""
+
+    @property
+    def cancelled(self) -> bool: ...
+
+
+Item = TokenEvent | LLMServeError
+Deliver = Callable[[list[tuple[Sink, Item]]], None]
+
+
+@define
+class Job:
+    """A validated request, ready for a slot."""
+
+    tokens: list[int]
+    max_tokens: int
+    stop: tuple[str, ...]
+    sampling: SamplingParams
+    sink: Sink
+    n: int = 1  # choices; they share the prompt's KV (llama_memory_seq_cp) and need n slots
+    logprobs: int | None = None  # top alternatives to report per token; None: no logprobs
+    grammar: Gbnf | None = None
+    enqueued_at: float = field(factory=time.monotonic)
+    # Called with the logits of the first generated position (a numpy copy); for tests that
+    # compare cached and uncached computations.
+    first_logits: Callable[[Any], None] | None = None
+
+
+@define
+class Group:
+    """The choices of one job: its usage is reported once, when the last choice finishes."""
+
+    remaining: int
+    cached_tokens: int
+    completion_tokens: int = 0
+
+
+@define
+class Run:
+    """A job (one of its choices) in a slot: its sampler, text stream and progress."""
+
+    job: Job
+    sampler: SamplerChain
+    text: TextStream
+    pending: list[int]  # prompt tokens still to decode
+    group: Group
+    index: int = 0  # the choice; choices > 0 wait for choice 0's prompt, then fork its KV
+    followers: list[Slot] = field(factory=list)  # choice 0: the slots of the other choices
+    last_token: int | None = None  # sampled, not yet decoded
+    n_generated: int = 0
+    batch_index: int = -1  # where this run's logits are in the current batch, -1 if none
+
+
+@define
+class Slot:
+    """One sequence of the context; keeps its KV (``kv_tokens``) after a run for reuse."""
+
+    seq_id: int
+    kv_tokens: list[int] = field(factory=list)  # tokens at positions 0.. in this sequence's KV
+    run: Run | None = None
+    last_used: float = 0.0
+
+
+@define(frozen=True)
+class WorkerConfig:
+    n_slots: int
+    n_ctx_seq: int  # context of one sequence
+    n_batch: int
+    n_threads: int
+    n_gpu_layers: int
+    kv_unified: bool = True
+    swa_full: bool = False
+    reuse_prefix: bool = True  # serve a prompt's prefix from a slot's live KV when it matches
