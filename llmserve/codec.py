@@ -9,6 +9,8 @@ one ``InvalidRequest`` whose ``param`` is the path of the first bad field, e.g.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -275,11 +277,18 @@ converter = _make_converter()
 def structure_request(raw: bytes, cls: type[T]) -> T:
     """Parse a JSON request body into ``cls``; any problem is an ``InvalidRequest``."""
     try:
-        data = json.loads(raw, parse_constant=_reject_non_finite)
+        data = json.loads(raw, parse_constant=_reject_non_finite, parse_float=_finite_float)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
         raise InvalidRequest(_UNPARSEABLE) from None
+    except RecursionError:  # thousands of nested arrays: no request of ours nests that deep
+        raise InvalidRequest(f"{_UNPARSEABLE} (It is nested too deeply.)") from None
     if not isinstance(data, dict):
         raise InvalidRequest(f"The request body must be a JSON object, but got {_kind(data)}.")
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            _reject_lone_surrogates(data, "")
+        except RecursionError:
+            raise InvalidRequest(f"{_UNPARSEABLE} (It is nested too deeply.)") from None
     try:
         return converter.structure(data, cls)
     except (ClassValidationError, IterableValidationError) as exc:
@@ -289,6 +298,38 @@ def structure_request(raw: bytes, cls: type[T]) -> T:
 def _reject_non_finite(token: str) -> float:
     # NaN and Infinity are not JSON; Python's parser accepts them unless told otherwise.
     raise ValueError(f"{token} is not valid JSON")
+
+
+def _finite_float(token: str) -> float:
+    # 1e400 is valid JSON but no double: it would reach the sampler as inf.
+    value = float(token)
+    if not math.isfinite(value):
+        raise ValueError(f"{token} is out of range for a number")
+    return value
+
+
+# A JSON escape of a UTF-16 surrogate; a lone one decodes to a str that cannot become UTF-8,
+# which would fail later (tokenizing, logging, answering) instead of here.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _reject_lone_surrogates(value: object, path: str) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                f"Invalid value for '{path or 'the request body'}': the string holds a lone "
+                "UTF-16 surrogate escape, which is not a character.",
+                param=path or None,
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_lone_surrogates(key, path)
+            _reject_lone_surrogates(item, _join(path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _reject_lone_surrogates(item, f"{path}[{i}]")
 
 
 def unstructure(obj: object) -> Any:

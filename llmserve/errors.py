@@ -8,7 +8,8 @@ CLI prints its message as one line.
 
     LLMServeError                      500 server_error
     ├── InvalidRequest                 400 invalid_request_error
-    │   └── ContextLengthExceeded      400 invalid_request_error / context_length_exceeded
+    │   ├── ContextLengthExceeded      400 invalid_request_error / context_length_exceeded
+    │   └── PromptTooLong              400 ... / context_length_exceeded (seen untokenized)
     ├── AuthenticationFailed           401 authentication_error / invalid_api_key
     ├── NotFound                       404 invalid_request_error / not_found
     │   └── ModelNotFound              404 invalid_request_error / model_not_found
@@ -80,6 +81,19 @@ class ContextLengthExceeded(InvalidRequest):
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens
         self.n_ctx = n_ctx
+
+
+class PromptTooLong(InvalidRequest):
+    """The prompt text alone is longer than the context, as seen without tokenizing it."""
+
+    code = "context_length_exceeded"
+
+    def __init__(self, *, at_least_tokens: int, n_ctx: int, param: str) -> None:
+        super().__init__(
+            f"This model's maximum context length is {n_ctx} tokens. However, your prompt is "
+            f"at least {at_least_tokens} tokens long. Please reduce the prompt.",
+            param=param,
+        )
 
 
 class AuthenticationFailed(LLMServeError):

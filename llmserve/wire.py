@@ -34,6 +34,10 @@ Role = Literal["system", "user", "assistant", "developer", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls"]
 # OpenAI's bias range; its ends ban or force a token.
 LOGIT_BIAS_LIMIT = 100.0
+# Stop strings are matched against every generated piece: thousands of them, or long ones, would
+# slow every slot's step. OpenAI allows 4; these caps are generous and documented in the README.
+MAX_STOP_SEQUENCES = 64
+MAX_STOP_CHARS = 256
 
 T = TypeVar("T")
 _Validator = Callable[[Any, "Attribute[Any]", Any], None]
@@ -95,6 +99,17 @@ def _non_empty_stops(
     stops = (value,) if isinstance(value, str) else value or ()
     if any(not stop for stop in stops):
         raise InvalidRequest("Invalid 'stop': stop sequences must not be empty.", param="stop")
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise InvalidRequest(
+            f"Invalid 'stop': at most {MAX_STOP_SEQUENCES} stop sequences are allowed, "
+            f"but got {len(stops)}.",
+            param="stop",
+        )
+    if any(len(stop) > MAX_STOP_CHARS for stop in stops):
+        raise InvalidRequest(
+            f"Invalid 'stop': a stop sequence may be at most {MAX_STOP_CHARS} characters long.",
+            param="stop",
+        )
 
 
 # -- requests ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from llmserve.errors import ModelLoadError
 _LLAMA_LOG = logging.getLogger("llama.cpp")
 # ggml.h's levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the previous line.
 _GGML_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+_BYTE_COVERING_VOCABS = frozenset({llama_cpp.LLAMA_VOCAB_TYPE_SPM, llama_cpp.LLAMA_VOCAB_TYPE_BPE})
 
 
 @llama_cpp.llama_log_callback
@@ -84,6 +85,7 @@ class LlamaModel:
             llama_cpp.llama_vocab_fim_mid(self.vocab),
         )
         self.n_embd = llama_cpp.llama_model_n_embd(model)
+        self._longest_token_bytes: int | None = None  # see fewest_tokens
         self.facts = ModelFacts(
             path=path,
             architecture=self.meta("general.architecture") or "unknown",
@@ -151,6 +153,25 @@ class LlamaModel:
 
     def valid_token(self, token: int) -> bool:
         return 0 <= token < self.n_vocab
+
+    def fewest_tokens(self, n_bytes: int) -> int:
+        """A lower bound on the tokens of ``n_bytes`` of UTF-8 text, known without tokenizing.
+
+        llama.cpp's special-token pass is quadratic in the specials a text holds (a 1 MB chat
+        of tiny turns takes many seconds), so an over-long prompt is best refused unseen. With
+        SentencePiece and byte-level BPE every input byte lands in exactly one token, whose text
+        is at least as long as the bytes it covers; other vocabularies may drop or fold input
+        (WordPiece strips spaces), so they get no bound (0).
+        """
+        if llama_cpp.llama_vocab_type(self.vocab) not in _BYTE_COVERING_VOCABS:
+            return 0
+        if self._longest_token_bytes is None:
+            # One pass over the vocabulary (~0.2 s for 262k tokens), on the first long prompt.
+            self._longest_token_bytes = max(
+                len(llama_cpp.llama_vocab_get_text(self.vocab, t) or b"")
+                for t in range(self.n_vocab)
+            )
+        return -(-n_bytes // max(self._longest_token_bytes, 1))
 
     def close(self) -> None:
         if self.ptr:

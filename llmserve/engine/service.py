@@ -33,6 +33,7 @@ from llmserve.errors import (
     InvalidRequest,
     LLMServeError,
     ModelLoadError,
+    PromptTooLong,
     ServiceUnavailable,
 )
 
@@ -257,6 +258,16 @@ class LlamaEngine:
             return await asyncio.to_thread(model.tokenize, prompt, add_special=model.add_bos)
         return model.tokenize(prompt, add_special=model.add_bos)
 
+    def _check_prompt_size(
+        self, prompt: str | tuple[int, ...], model: LlamaModel, *, param: str
+    ) -> None:
+        # A token covers at least one character: a shorter text needs no closer look.
+        if not isinstance(prompt, str) or len(prompt) <= self._n_ctx_seq:
+            return
+        at_least = model.fewest_tokens(len(prompt.encode()))
+        if at_least >= self._n_ctx_seq:
+            raise PromptTooLong(at_least_tokens=at_least, n_ctx=self._n_ctx_seq, param=param)
+
     async def submit(self, request: GenerationRequest) -> StreamedGeneration:
         worker = self._worker
         if worker is None:
@@ -274,6 +285,7 @@ class LlamaEngine:
         if request.suffix is not None:
             tokens = await self._infill(request.prompt, request.suffix, worker.model)
         else:
+            self._check_prompt_size(request.prompt, worker.model, param=param)
             tokens = await self.tokenize(request.prompt, param=param)
         if not tokens:
             raise InvalidRequest("the prompt is empty", param=param)
