@@ -1,10 +1,12 @@
 """Side-by-side benchmark: llmserve against its peers on the same GGUF, same threads.
 
-    python perf/bench.py            # full comparison on the demo model
-    python perf/bench.py --quick    # smoke run: one round, few requests
+    python perf/bench.py                          # full comparison on the demo model
+    python perf/bench.py --quick                  # smoke run: one round, few requests
+    python perf/bench.py --workloads multiturn    # only the sequential multi-turn chat
 
-Each server runs alone (one at a time), in rounds whose order alternates, so that a noisy
-machine's drift hits every server alike; the table reports medians and llmserve's ratios.
+Each server runs alone (one at a time), started afresh for each workload, in rounds whose order
+alternates, so that a noisy machine's drift hits every server alike; the table reports medians
+and llmserve's ratios.
 See perf/README.md.
 """
 
@@ -18,7 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -29,15 +31,33 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import httpx
 
 from perf import cpu
+from perf.conversations import Conversation, conversation_seeds
+from perf.multiturn import goal_verdict, run_interleaved, run_sequential, take_turn
 from perf.prompts import PromptPool
-from perf.report import ServerRun, is_quiet, machine_info, markdown_table, select_runs, summarize
+from perf.report import (
+    BASELINE,
+    SUBJECT,
+    ServerRun,
+    is_quiet,
+    machine_info,
+    markdown_table,
+    select_runs,
+    summarize,
+)
 from perf.servers import (
     BUILDERS,
+    CHAT,
+    DECODE,
+    INTERLEAVED,
+    MULTITURN,
+    WORKLOADS,
     ServerConfig,
     ServerProcess,
     ServerStartError,
     free_port,
+    serves,
 )
+from perf.stats import median
 from perf.workloads import (
     Deadline,
     Target,
@@ -54,11 +74,18 @@ WARMUP_TOKENS = 8
 @dataclass(frozen=True)
 class Plan:
     servers: list[str]
+    workloads: list[str]
     rounds: int
     single_reps: int
     per_client: int
     concurrency: list[int]
     max_tokens: int
+    conversations: int  # sequential multi-turn conversations per run
+    interleaved: int  # conversations taking turns in the interleaved workload
+    turns: int
+    answer_tokens: int  # max_tokens of each chat answer
+    parallel: int  # sequence slots of the batched servers on the decode workload
+    chat_parallel: int  # sequence slots of the batched servers on the chat workloads
     time_limit: float
     ready_timeout: float
     request_timeout: float
@@ -87,9 +114,30 @@ def _server_list(text: str) -> list[str]:
     return names
 
 
+def _workload_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown workload(s) {', '.join(unknown) or '(none)'}; known: {', '.join(WORKLOADS)}"
+        )
+    return [w for w in WORKLOADS if w in names]  # always the same order
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", type=_server_list, default=["llmserve", "llama_cpp_server"])
+    parser.add_argument(
+        "--servers",
+        type=_server_list,
+        default=["llmserve", "llmserve_nocache", "llama_cpp_server"],
+        help=f"comma-separated, from: {', '.join(BUILDERS)}",
+    )
+    parser.add_argument(
+        "--workloads",
+        type=_workload_list,
+        default=list(WORKLOADS),
+        help=f"comma-separated, from: {', '.join(WORKLOADS)} (default: all)",
+    )
     parser.add_argument("--model-path", type=Path, help="GGUF file (default: the demo model)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ctx", type=int, default=4096, help="context per sequence")
@@ -97,11 +145,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=_int_list, default=[1, 4, 8])
     parser.add_argument(
+        "--conversations", type=int, help="sequential multi-turn conversations (default 2, quick 1)"
+    )
+    parser.add_argument(
+        "--interleaved", type=int, default=4, help="conversations taking turns (interleaved)"
+    )
+    parser.add_argument("--turns", type=int, default=5, help="turns per conversation")
+    parser.add_argument("--answer-tokens", type=int, default=32, help="max_tokens of chat answers")
+    parser.add_argument(
+        "--chat-parallel",
+        type=int,
+        default=2,
+        help="sequence slots on the chat workloads (fewer than --interleaved conversations)",
+    )
+    parser.add_argument(
         "--rounds", type=int, help="quiet runs wanted per server (default 2, quick 1)"
     )
     parser.add_argument("--single-reps", type=int, help="single-stream requests per round")
     parser.add_argument("--per-client", type=int, help="requests each concurrent client sends")
-    parser.add_argument("--time-limit", type=float, help="overall seconds (default 600, quick 240)")
+    parser.add_argument("--time-limit", type=float, help="overall seconds (default 690, quick 360)")
     parser.add_argument("--ready-timeout", type=float, default=180.0)
     parser.add_argument("--request-timeout", type=float, default=180.0)
     parser.add_argument(
@@ -127,12 +189,19 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
     return Plan(
         servers=args.servers,
+        workloads=args.workloads,
         rounds=pick(args.rounds, 2, 1),
         single_reps=pick(args.single_reps, 5, 2),
         per_client=pick(args.per_client, 2, 1),
         concurrency=args.concurrency,
         max_tokens=args.max_tokens,
-        time_limit=pick(args.time_limit, 600.0, 240.0),
+        conversations=pick(args.conversations, 2, 1),
+        interleaved=args.interleaved,
+        turns=args.turns,
+        answer_tokens=args.answer_tokens,
+        parallel=args.parallel,
+        chat_parallel=args.chat_parallel,
+        time_limit=pick(args.time_limit, 690.0, 360.0),
         ready_timeout=args.ready_timeout,
         request_timeout=args.request_timeout,
         quiet_wait=args.quiet_wait,
@@ -152,9 +221,10 @@ def log(message: str) -> None:
     print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
 
 
-async def run_workloads(
+async def run_workload(
     server: ServerProcess, plan: Plan, deadline: Deadline, run: ServerRun
 ) -> None:
+    """Warm the server up, then run ``run.workload`` on it."""
     limits = httpx.Limits(max_connections=max(plan.concurrency) + 4)
     timeout = httpx.Timeout(plan.request_timeout, connect=10.0)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
@@ -171,14 +241,58 @@ async def run_workloads(
         if not warmup.ok:
             run.error = f"warm-up request failed: {warmup.error}"
             return
-        await run_single(client, target, prompts, plan.single_reps, deadline, run.single)
-        log(f"  single stream: {_brief_single(run)}")
-        for level in plan.concurrency:
-            if deadline.expired:
-                break
-            result = await run_concurrent(client, target, prompts, level, plan.per_client, deadline)
-            run.levels.append(result)
-            log(f"  concurrency {level}: {result.aggregate_tok_s:.1f} tok/s aggregate")
+        if run.workload == DECODE:
+            await run_decode(client, target, prompts, plan, deadline, run)
+        else:
+            await run_chat(
+                client, replace(target, max_tokens=plan.answer_tokens), plan, deadline, run
+            )
+
+
+async def run_decode(
+    client: httpx.AsyncClient,
+    target: Target,
+    prompts: PromptPool,
+    plan: Plan,
+    deadline: Deadline,
+    run: ServerRun,
+) -> None:
+    await run_single(client, target, prompts, plan.single_reps, deadline, run.single)
+    log(f"  single stream: {_brief_single(run)}")
+    for level in plan.concurrency:
+        if deadline.expired:
+            break
+        result = await run_concurrent(client, target, prompts, level, plan.per_client, deadline)
+        run.levels.append(result)
+        log(f"  concurrency {level}: {result.aggregate_tok_s:.1f} tok/s aggregate")
+
+
+async def run_chat(
+    client: httpx.AsyncClient, target: Target, plan: Plan, deadline: Deadline, run: ServerRun
+) -> None:
+    # One chat turn of a conversation of its own first: the chat path's first request (template
+    # compile, first long prompt) must not land in the measured turn 1's TTFT.
+    warmup = await take_turn(client, target, Conversation(seed=-1 - run.round), deadline)
+    if not warmup.request.ok:
+        run.error = f"chat warm-up failed: {warmup.request.error}"
+        return
+    if run.workload == MULTITURN:
+        seeds = conversation_seeds(run.round, MULTITURN, plan.conversations)
+        await run_sequential(client, target, seeds, plan.turns, deadline, run.turns)
+    else:
+        seeds = conversation_seeds(run.round, INTERLEAVED, plan.interleaved)
+        await run_interleaved(client, target, seeds, plan.turns, deadline, run.turns)
+    log(f"  {run.workload}: {_brief_turns(run, plan.turns)}")
+
+
+def _brief_turns(run: ServerRun, turns: int) -> str:
+    """Median TTFT per turn in ms, e.g. 'TTFT ms by turn 812, 95, 90, 101, 99'."""
+    by_turn = []
+    for number in range(1, turns + 1):
+        ttfts = [t.request.ttft * 1000 for t in run.turns if t.turn == number and t.request.ok]
+        by_turn.append(f"{median(ttfts):.0f}" if ttfts else "-")
+    failed = sum(not t.request.ok for t in run.turns)
+    return f"TTFT ms by turn {', '.join(by_turn)}" + (f" ({failed} failed)" if failed else "")
 
 
 def _brief_single(run: ServerRun) -> str:
@@ -190,11 +304,11 @@ def _brief_single(run: ServerRun) -> str:
 def run_server(
     run: ServerRun, config: ServerConfig, plan: Plan, deadline: Deadline, logs: Path
 ) -> None:
-    """Start one server, run every workload on it, stop it; failures end up in ``run.error``.
+    """Start one server, run one workload on it, stop it; failures end up in ``run.error``.
 
     Results are filled into ``run`` as they come, so an interrupted run keeps what it measured.
     """
-    name, round_index = run.server, run.round
+    name, round_index, workload = run.server, run.round, run.workload
     if deadline.remaining() < 10:
         run.error = "skipped: time limit reached"
         return
@@ -204,13 +318,16 @@ def run_server(
         if run.load_before >= plan.quiet_threshold:
             log(f"machine busy ({run.load_before:.2f} cores used by others); measuring anyway")
         port = free_port()
-        spec = BUILDERS[name](config, port)
-        with ServerProcess(spec, port, logs / f"{name}-round{round_index}.log") as server:
+        if workload in CHAT:
+            config = replace(config, parallel=plan.chat_parallel)
+        spec = BUILDERS[name](config, port, workload)
+        log_path = logs / f"{name}-{workload}-round{round_index}.log"
+        with ServerProcess(spec, port, log_path) as server:
             run.ready_s = server.wait_ready(min(plan.ready_timeout, deadline.remaining()))
-            log(f"{name} (round {round_index + 1}) ready in {run.ready_s:.1f}s on port {port}")
+            log(f"{_title(run)} ready in {run.ready_s:.1f}s on port {port}")
             cpu_start = cpu.sample(server.pid)
             try:
-                asyncio.run(run_workloads(server, plan, deadline, run))
+                asyncio.run(run_workload(server, plan, deadline, run))
             finally:
                 run.cpu = cpu.usage(cpu_start, cpu.sample(server.pid))
             if run.error:
@@ -221,25 +338,38 @@ def run_server(
         run.error = "interrupted"
         raise
     if run.error:
-        log(f"{name} (round {round_index + 1}) failed: {run.error}")
+        log(f"{_title(run)} failed: {run.error}")
 
 
-def needs_run(runs: Sequence[ServerRun], server: str, plan: Plan, deadline: Deadline) -> bool:
-    """Whether ``server`` lacks quiet runs and another one fits in the time left.
+def _title(run: ServerRun) -> str:
+    return f"{run.server} {run.workload} (round {run.round + 1})"
+
+
+Unit = tuple[str, str]  # (workload, server): what one server start measures
+
+
+def units(plan: Plan) -> list[Unit]:
+    """Every (workload, server) pair to measure, workloads in order, skipping a server's others."""
+    return [(w, s) for w in plan.workloads for s in plan.servers if serves(s, w)]
+
+
+def needs_run(runs: Sequence[ServerRun], unit: Unit, plan: Plan, deadline: Deadline) -> bool:
+    """Whether ``unit`` lacks quiet runs and another one fits in the time left.
 
     A retry that the time limit would cut short only adds a run to leave out, so one is started
-    only if the time left exceeds the server's longest run so far (plus the quiet wait).
+    only if the time left exceeds the unit's longest run so far (plus the quiet wait).
     """
-    mine = [r for r in runs if r.server == server]
+    workload, server = unit
+    mine = [r for r in runs if r.server == server and r.workload == workload]
     if sum(is_quiet(r, plan.quiet_threshold) for r in mine) >= plan.rounds:
         return False
     longest = max((r.cpu.get("wall_s", 0.0) for r in mine), default=0.0)
     return deadline.remaining() > longest + plan.quiet_wait + 10
 
 
-def round_order(servers: Sequence[str], round_index: int) -> list[str]:
+def round_order(items: Sequence[Unit], round_index: int) -> list[Unit]:
     """Alternate the order each round, so no server always runs on a warmer machine."""
-    return list(servers) if round_index % 2 == 0 else list(reversed(servers))
+    return list(items) if round_index % 2 == 0 else list(reversed(items))
 
 
 def write_outputs(
@@ -248,21 +378,31 @@ def write_outputs(
     summaries: dict[str, dict[str, float]] = {}
     notes: list[str] = []
     for name in plan.servers:
-        kept, server_notes = select_runs(runs, name, plan.quiet_threshold)
-        summaries[name] = summarize(kept, plan.concurrency)
+        kept: list[ServerRun] = []
+        for workload in plan.workloads:  # quiet runs are chosen per workload
+            of_workload = [r for r in runs if r.workload == workload]
+            kept_here, unit_notes = select_runs(of_workload, name, plan.quiet_threshold)
+            kept += kept_here
+            notes += unit_notes
+        summaries[name] = summarize(kept, plan.concurrency, plan.turns)
         summaries[name]["runs_kept"] = float(len(kept))
-        notes += server_notes
-    table = markdown_table(summaries, plan.servers, plan.concurrency)
+    table = markdown_table(summaries, plan.servers, plan.concurrency, plan.workloads, plan.turns)
+    goals = (
+        goal_verdict(summaries, SUBJECT, BASELINE, plan.turns)
+        if MULTITURN in plan.workloads
+        else []
+    )
     document = {
         "meta": meta,
         "plan": asdict(plan),
         "summary": summaries,
+        "goals": goals,
         "notes": notes,
         "runs": [r.to_json() for r in runs],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
-    markdown = _markdown_document(meta, plan, table, out, notes)
+    markdown = _markdown_document(meta, plan, table, out, notes, goals)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "latest.md").write_text(markdown)
     return summaries, markdown
@@ -275,23 +415,47 @@ def _json_default(value: Any) -> Any:
 
 
 def _markdown_document(
-    meta: dict[str, Any], plan: Plan, table: str, out: Path, notes: list[str]
+    meta: dict[str, Any], plan: Plan, table: str, out: Path, notes: list[str], goals: list[str]
 ) -> str:
     model = Path(meta["model_path"]).name
     noisy = "".join(f"\n- {line}" for line in notes)
+    verdicts = "".join(f"- {line}\n" for line in goals)
     return (
         f"# llmserve benchmark — {meta['date']}\n\n"
         f"{meta['cpu_model']}, {meta['cpu_affinity']} cores usable; model `{model}`; "
         f"threads {meta['threads']}; llama-cpp-python {meta['llama_cpp_python']}; "
         f"llmserve {meta['git_commit'] or meta['llmserve']}.\n"
-        f"{plan.rounds} quiet run(s) wanted per server, {plan.retries} retry round(s) allowed; "
-        f"{plan.single_reps} single-stream requests per run; "
-        f"{plan.per_client} request(s) per client per concurrency level; "
-        f"max_tokens {plan.max_tokens}; temperature 0; streamed /v1/completions.\n\n"
+        f"{plan.rounds} quiet run(s) wanted per server and workload, {plan.retries} retry "
+        f"round(s) allowed; each server started afresh for each workload.\n"
+        f"{_workload_description(plan)}\n\n"
         f"{table}\n\n"
+        f"{verdicts}{chr(10) if verdicts else ''}"
         f"Raw numbers: `{out}`. ↑ higher is better, ↓ lower is better; ratios are "
         f"llmserve / peer.\n{noisy}\n"
     )
+
+
+def _workload_description(plan: Plan) -> str:
+    parts = []
+    if DECODE in plan.workloads:
+        parts.append(
+            f"decode: {plan.single_reps} single-stream requests, {plan.per_client} request(s) "
+            f"per client per concurrency level, max_tokens {plan.max_tokens}, streamed "
+            f"/v1/completions, --parallel {plan.parallel}"
+        )
+    chat = f"~700-token system prompt, {plan.turns} turns re-sending the history, "
+    chat += f"answers of max_tokens {plan.answer_tokens}, streamed /v1/chat/completions, "
+    chat += f"--parallel {plan.chat_parallel}"
+    if MULTITURN in plan.workloads:
+        parts.append(
+            f"multi-turn chat: {plan.conversations} conversation(s) one after another, {chat}"
+        )
+    if INTERLEAVED in plan.workloads:
+        parts.append(
+            f"interleaved chat: {plan.interleaved} conversations taking turns round-robin "
+            f"(one request at a time), {chat}"
+        )
+    return "Temperature 0. " + "; ".join(parts) + "."
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -311,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model_path=model_path,
         threads=args.threads,
         ctx_per_sequence=args.ctx,
-        parallel=args.parallel,
+        parallel=plan.parallel,
         llama_server_bin=args.llama_server_bin,
     )
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -323,13 +487,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupted = False
     try:
         for attempt in range(plan.rounds + plan.retries):
-            order = round_order(plan.servers, attempt)
-            if not any(needs_run(runs, name, plan, deadline) for name in order):
+            order = round_order(units(plan), attempt)
+            if not any(needs_run(runs, unit, plan, deadline) for unit in order):
                 break
-            for name in order:
-                if not needs_run(runs, name, plan, deadline):
+            for unit in order:
+                if not needs_run(runs, unit, plan, deadline):
                     continue
-                run = ServerRun(server=name, round=attempt)
+                workload, name = unit
+                run = ServerRun(server=name, round=attempt, workload=workload)
                 runs.append(run)
                 run_server(run, config, plan, deadline, logs)
     except KeyboardInterrupt:
@@ -343,13 +508,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"wrote {out} and {RESULTS_DIR / 'latest.md'}")
     if interrupted:
         return 130
-    return 0 if all(measured(runs, name) for name in plan.servers) else 1
+    return 0 if all(measured(runs, unit) for unit in units(plan)) else 1
 
 
-def measured(runs: Sequence[ServerRun], server: str) -> bool:
-    """Whether ``server`` has at least one run that completed with every request answered."""
+def measured(runs: Sequence[ServerRun], unit: Unit) -> bool:
+    """Whether ``unit`` has at least one run that completed with every request answered."""
+    workload, server = unit
     return any(
-        r.server == server and r.error is None and all(x.ok for x in r.all_requests()) for r in runs
+        r.server == server
+        and r.workload == workload
+        and r.error is None
+        and all(x.ok for x in r.all_requests())
+        for r in runs
     )
 
 

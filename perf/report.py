@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from perf.multiturn import TurnResult, summarize_turns
+from perf.servers import DECODE, INTERLEAVED, MULTITURN
 from perf.stats import median, percentile, ratio
 from perf.workloads import ConcurrencyResult, RequestResult
 
@@ -22,29 +24,37 @@ SUBJECT = "llmserve"
 
 @dataclass
 class ServerRun:
-    """Everything one start of one server produced."""
+    """Everything one start of one server for one workload produced."""
 
     server: str
     round: int
+    workload: str = DECODE
     ready_s: float = math.nan
     load_before: float = math.nan  # cores others used just before the server started
     error: str | None = None
     single: list[RequestResult] = field(default_factory=list)
     levels: list[ConcurrencyResult] = field(default_factory=list)
+    turns: list[TurnResult] = field(default_factory=list)  # multiturn / interleaved
     cpu: dict[str, float] = field(default_factory=dict)  # perf.cpu.usage over the workloads
 
     def all_requests(self) -> list[RequestResult]:
-        return [*self.single, *(r for level in self.levels for r in level.requests)]
+        return [
+            *self.single,
+            *(r for level in self.levels for r in level.requests),
+            *(t.request for t in self.turns),
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "server": self.server,
             "round": self.round,
+            "workload": self.workload,
             "ready_s": self.ready_s,
             "load_before": self.load_before,
             "error": self.error,
             "single": [r.to_json() for r in self.single],
             "concurrency": [level.to_json() for level in self.levels],
+            "turns": [t.to_json() for t in self.turns],
             "cpu": self.cpu,
         }
 
@@ -59,7 +69,46 @@ class Row:
     with_ratio: bool = True
 
 
-def rows_for(concurrency: Sequence[int]) -> list[Row]:
+def rows_for(
+    concurrency: Sequence[int], workloads: Sequence[str] = (DECODE,), turns: int = 5
+) -> list[Row]:
+    rows = _decode_rows(concurrency) if DECODE in workloads else []
+    if MULTITURN in workloads:
+        rows += _chat_rows(MULTITURN, "multi-turn chat", turns, per_turn=True)
+    if INTERLEAVED in workloads:
+        rows += _chat_rows(INTERLEAVED, "interleaved chat", turns, per_turn=False)
+    rows += [
+        Row("ready_s", "startup", "seconds to ready (median)", False),
+        Row("server_cores", "resources", "server CPU cores busy (median)", False, 2, False),
+        Row("foreign_cores", "noise", "other processes' CPU cores (median)", False, 2, False),
+        Row("failed_requests", "all", "failed requests", False, 0, False),
+        Row("runs_kept", "all", "server runs summarised", True, 0, False),
+    ]
+    return rows
+
+
+def _chat_rows(prefix: str, name: str, turns: int, per_turn: bool) -> list[Row]:
+    later = f"turns 2-{turns}"
+    rows = [Row(f"{prefix}.ttft_first_ms", name, "TTFT ms turn 1 (median)", False, 0)]
+    if per_turn:
+        rows += [
+            Row(f"{prefix}.ttft_turn{n}_ms", name, f"TTFT ms turn {n} (median)", False, 0)
+            for n in range(2, turns + 1)
+        ]
+    rows += [
+        Row(f"{prefix}.ttft_later_ms", name, f"TTFT ms {later} (median)", False, 0),
+        Row(f"{prefix}.ttft_later_p95_ms", name, f"TTFT ms {later} (p95)", False, 0),
+        Row(f"{prefix}.later_over_first", name, f"{later} TTFT / turn 1's", False, 2, False),
+        Row(
+            f"{prefix}.cached_tokens_later", name, f"cached tokens {later} (median)", True, 0, False
+        ),
+        Row(f"{prefix}.prompt_tokens_first", name, "prompt tokens turn 1", False, 0, False),
+        Row(f"{prefix}.prompt_tokens_last", name, f"prompt tokens turn {turns}", False, 0, False),
+    ]
+    return rows
+
+
+def _decode_rows(concurrency: Sequence[int]) -> list[Row]:
     rows = [
         Row("single.decode_tok_s", "single stream", "decode tok/s (median)", True),
         Row("single.decode_tok_s_best", "single stream", "decode tok/s (best)", True),
@@ -73,13 +122,6 @@ def rows_for(concurrency: Sequence[int]) -> list[Row]:
             Row(f"c{level}.ttft_p50_ms", name, "TTFT ms p50", False, 0),
             Row(f"c{level}.ttft_p95_ms", name, "TTFT ms p95", False, 0),
         ]
-    rows += [
-        Row("ready_s", "startup", "seconds to ready (median)", False),
-        Row("server_cores", "resources", "server CPU cores busy (median)", False, 2, False),
-        Row("foreign_cores", "noise", "other processes' CPU cores (median)", False, 2, False),
-        Row("failed_requests", "all", "failed requests", False, 0, False),
-        Row("runs_kept", "all", "server runs summarised", True, 0, False),
-    ]
     return rows
 
 
@@ -87,8 +129,10 @@ def _finite(values: Sequence[float]) -> list[float]:
     return [v for v in values if not math.isnan(v)]
 
 
-def summarize(runs: Sequence[ServerRun], concurrency: Sequence[int]) -> dict[str, float]:
-    """One server's runs (all rounds) reduced to the table's numbers.
+def summarize(
+    runs: Sequence[ServerRun], concurrency: Sequence[int], turns: int = 5
+) -> dict[str, float]:
+    """One server's runs (all rounds and workloads) reduced to the table's numbers.
 
     Per-request numbers (decode rate, TTFT) are pooled over rounds; aggregate throughput is one
     number per round, so its median is over rounds.
@@ -112,6 +156,9 @@ def summarize(runs: Sequence[ServerRun], concurrency: Sequence[int]) -> dict[str
         )
         summary[f"c{level}.ttft_p50_ms"] = percentile(ttfts, 50)
         summary[f"c{level}.ttft_p95_ms"] = percentile(ttfts, 95)
+    for workload in (MULTITURN, INTERLEAVED):
+        chat = [t for run in runs if run.workload == workload for t in run.turns]
+        summary |= summarize_turns(workload, chat, turns)
     every = [r for run in runs for r in run.all_requests()]
     summary["failed_requests"] = float(sum(not r.ok for r in every))
     summary["requests"] = float(len(every))
@@ -138,12 +185,16 @@ def ratio_columns(servers: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def markdown_table(
-    summaries: dict[str, dict[str, float]], servers: Sequence[str], concurrency: Sequence[int]
+    summaries: dict[str, dict[str, float]],
+    servers: Sequence[str],
+    concurrency: Sequence[int],
+    workloads: Sequence[str] = (DECODE,),
+    turns: int = 5,
 ) -> str:
     ratios = ratio_columns(servers)
     header = ["workload", "metric", *servers, *(f"{a} / {b}" for a, b in ratios)]
     lines = [_md_row(header), _md_row(["---"] * 2 + ["---:"] * (len(header) - 2))]
-    for row in rows_for(concurrency):
+    for row in rows_for(concurrency, workloads, turns):
         arrow = "↑" if row.higher_is_better else "↓"
         cells = [row.workload, f"{row.metric} {arrow}"]
         cells += [_format(summaries[s].get(row.key, math.nan), row.decimals) for s in servers]
@@ -191,7 +242,7 @@ def _foreign(run: ServerRun) -> float:
 
 
 def _label(run: ServerRun) -> str:
-    return f"{run.server} run {run.round + 1}"
+    return f"{run.server} {run.workload} run {run.round + 1}"
 
 
 def _why_not_quiet(run: ServerRun) -> str:

@@ -2,6 +2,9 @@
 
 Each server is a ``ServerSpec`` built by a function in ``BUILDERS``; adding a peer is one more
 function. The command lines live here and nowhere else, so adjusting a CLI is a one-place edit.
+A server is started afresh for every workload (``decode``, ``multiturn``, ``interleaved``), so a
+builder may set options for one workload only, and ``WORKLOADS_OF`` limits a server that only
+makes sense for some (llmserve without its cache says nothing new about decoding).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class ServerConfig:
     model_path: Path
     threads: int
     ctx_per_sequence: int
-    parallel: int
+    parallel: int  # sequence slots of the batched servers (bench.py sets it per workload)
     python: str = sys.executable
     llama_server_bin: Path | None = None
 
@@ -55,7 +58,14 @@ def _flags(flags: dict[str, object]) -> list[str]:
     return args
 
 
-def llmserve_spec(config: ServerConfig, port: int) -> ServerSpec:
+DECODE = "decode"
+MULTITURN = "multiturn"
+INTERLEAVED = "interleaved"
+WORKLOADS = (DECODE, MULTITURN, INTERLEAVED)
+CHAT = frozenset({MULTITURN, INTERLEAVED})
+
+
+def llmserve_spec(config: ServerConfig, port: int, workload: str) -> ServerSpec:
     flags = {
         "--host": "127.0.0.1",
         "--port": port,
@@ -72,7 +82,18 @@ def llmserve_spec(config: ServerConfig, port: int) -> ServerSpec:
     )
 
 
-def llama_cpp_server_spec(config: ServerConfig, port: int) -> ServerSpec:
+def llmserve_nocache_spec(config: ServerConfig, port: int, workload: str) -> ServerSpec:
+    """llmserve with its prefix cache off: what the cache is worth on the chat workloads."""
+    spec = llmserve_spec(config, port, workload)
+    return ServerSpec(
+        name="llmserve_nocache",
+        command=spec.command,
+        env={**spec.env, "LLM_ENGINE_CACHE_ENABLED": "false"},
+        extra_body=spec.extra_body,
+    )
+
+
+def llama_cpp_server_spec(config: ServerConfig, port: int, workload: str) -> ServerSpec:
     # llama_cpp.server serves one request at a time, so its one context is one sequence's.
     # logits_all defaults to True there, which allocates n_ctx x n_vocab floats (4 GiB for the
     # demo model) and copies every prompt token's logits: off, to measure the peer at its best.
@@ -87,6 +108,12 @@ def llama_cpp_server_spec(config: ServerConfig, port: int) -> ServerSpec:
         "--logits_all": False,
         "--verbose": False,
     }
+    if workload in CHAT:
+        # Its prompt cache (LlamaRAMCache, 2 GiB by default) keeps the context state of earlier
+        # requests, keyed by prompt + answer tokens. Only for the chat workloads: with distinct
+        # prompts it only adds a state copy per request. Its chat format stays the default
+        # (llama-2): the "gemma" one drops the system message, i.e. most of the prompt.
+        flags |= {"--cache": True, "--cache_type": "ram"}
     return ServerSpec(
         name="llama_cpp_server",
         command=[config.python, "-m", "llama_cpp.server", *_flags(flags)],
@@ -95,7 +122,7 @@ def llama_cpp_server_spec(config: ServerConfig, port: int) -> ServerSpec:
     )
 
 
-def llama_server_spec(config: ServerConfig, port: int) -> ServerSpec:
+def llama_server_spec(config: ServerConfig, port: int, workload: str) -> ServerSpec:
     if config.llama_server_bin is None:
         raise ServerStartError("llama_server needs --llama-server-bin PATH")
     # llama-server splits --ctx-size among its --parallel slots.
@@ -116,11 +143,19 @@ def llama_server_spec(config: ServerConfig, port: int) -> ServerSpec:
     )
 
 
-BUILDERS: dict[str, Callable[[ServerConfig, int], ServerSpec]] = {
+BUILDERS: dict[str, Callable[[ServerConfig, int, str], ServerSpec]] = {
     "llmserve": llmserve_spec,
+    "llmserve_nocache": llmserve_nocache_spec,
     "llama_cpp_server": llama_cpp_server_spec,
     "llama_server": llama_server_spec,
 }
+
+# Servers that run only some workloads; the others run all of them.
+WORKLOADS_OF: dict[str, frozenset[str]] = {"llmserve_nocache": CHAT}
+
+
+def serves(server: str, workload: str) -> bool:
+    return workload in WORKLOADS_OF.get(server, frozenset(WORKLOADS))
 
 
 def free_port() -> int:

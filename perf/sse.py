@@ -1,4 +1,8 @@
-"""Incremental Server-Sent Events decoding and OpenAI completion-chunk accessors."""
+"""Incremental Server-Sent Events decoding and OpenAI stream-chunk accessors.
+
+The accessors read both /v1/completions chunks (``choices[0].text``) and /v1/chat/completions
+chunks (``choices[0].delta.content``), so one stream reader serves both endpoints.
+"""
 
 from __future__ import annotations
 
@@ -42,11 +46,19 @@ class SseDecoder:
 
 
 def chunk_text(chunk: dict[str, Any]) -> str:
-    """The generated text a /v1/completions stream chunk carries ("" for none)."""
+    """The generated text a completion or chat stream chunk carries ("" for none).
+
+    A chat stream's first chunk often carries only ``delta.role``: it has no text, so it does
+    not count as the first token.
+    """
     choices = chunk.get("choices") or []
     if not choices:
         return ""
-    return choices[0].get("text") or ""
+    choice = choices[0]
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        return delta.get("content") or ""
+    return choice.get("text") or ""
 
 
 def chunk_finish_reason(chunk: dict[str, Any]) -> str | None:
@@ -63,3 +75,20 @@ def chunk_completion_tokens(chunk: dict[str, Any]) -> int | None:
         return None
     tokens = usage.get("completion_tokens")
     return tokens if isinstance(tokens, int) else None
+
+
+def chunk_prompt_tokens(chunk: dict[str, Any]) -> tuple[int | None, int | None]:
+    """``(usage.prompt_tokens, usage.prompt_tokens_details.cached_tokens)``, None where absent.
+
+    Only servers that report prompt caching fill ``cached_tokens`` (llama_cpp.server does not).
+    """
+    usage = chunk.get("usage")
+    if not isinstance(usage, dict):
+        return None, None
+    prompt = usage.get("prompt_tokens")
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return (
+        prompt if isinstance(prompt, int) else None,
+        cached if isinstance(cached, int) else None,
+    )

@@ -1,4 +1,4 @@
-"""The HTTP workloads: one streamed completion, single-stream runs, concurrent runs."""
+"""The HTTP workloads: one streamed request, single-stream runs, concurrent runs."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import asyncio
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
 
 from perf.prompts import PromptPool
-from perf.sse import DONE, SseDecoder, chunk_completion_tokens, chunk_text
+from perf.sse import DONE, SseDecoder, chunk_completion_tokens, chunk_prompt_tokens, chunk_text
 from perf.stats import decode_rate
 
 
@@ -48,17 +48,22 @@ class RequestResult:
     ok: bool
     tokens: int = 0  # chunks carrying text: one per token on the servers compared
     usage_tokens: int | None = None  # usage.completion_tokens where the server reports it
+    prompt_tokens: int | None = None  # usage.prompt_tokens where the server reports it
+    cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens, likewise
     ttft: float = math.nan
     t_last: float = math.nan
     duration: float = math.nan
     error: str | None = None
+    # The generated text: a multi-turn chat sends it back as the assistant's message.
+    text: str = field(default="", repr=False)
 
     @property
     def decode_tok_s(self) -> float:
         return decode_rate(self.tokens, self.ttft, self.t_last)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "decode_tok_s": self.decode_tok_s}
+        numbers = {k: v for k, v in asdict(self).items() if k != "text"}
+        return {**numbers, "decode_tok_s": self.decode_tok_s}
 
 
 @dataclass
@@ -102,12 +107,23 @@ async def stream_completion(
 ) -> RequestResult:
     """POST one streamed /v1/completions and time its tokens; never raises for HTTP trouble."""
     body = completion_body(target, prompt, max_tokens)
+    return await stream_request(client, target, "/v1/completions", body, deadline)
+
+
+async def stream_request(
+    client: httpx.AsyncClient,
+    target: Target,
+    path: str,
+    body: dict[str, Any],
+    deadline: Deadline,
+) -> RequestResult:
+    """POST one streamed request to ``path`` and time its tokens; never raises for HTTP trouble."""
     timeout = min(target.request_timeout, deadline.remaining())
     start = time.monotonic()
     result = RequestResult(ok=False)
     try:
         async with asyncio.timeout(timeout):
-            await _consume_stream(client, target, body, start, result)
+            await _consume_stream(client, f"{target.base_url}{path}", body, start, result)
         result.ok = result.error is None
     except TimeoutError:
         result.error = f"timed out after {timeout:.1f}s"
@@ -121,13 +137,13 @@ async def stream_completion(
 
 async def _consume_stream(
     client: httpx.AsyncClient,
-    target: Target,
+    url: str,
     body: dict[str, Any],
     start: float,
     result: RequestResult,
 ) -> None:
     decoder = SseDecoder()
-    async with client.stream("POST", f"{target.base_url}/v1/completions", json=body) as response:
+    async with client.stream("POST", url, json=body) as response:
         if response.status_code != 200:
             text = (await response.aread()).decode(errors="replace")
             result.error = f"HTTP {response.status_code}: {text[:300]}"
@@ -148,12 +164,15 @@ def _record_chunk(chunk: dict[str, Any], now: float, result: RequestResult) -> N
     usage = chunk_completion_tokens(chunk)
     if usage is not None:
         result.usage_tokens = usage
-    if not chunk_text(chunk):
+        result.prompt_tokens, result.cached_tokens = chunk_prompt_tokens(chunk)
+    text = chunk_text(chunk)
+    if not text:
         return
     if result.tokens == 0:
         result.ttft = now
     result.tokens += 1
     result.t_last = now
+    result.text += text
 
 
 async def run_single(

@@ -111,7 +111,7 @@ def test_noisy_runs_are_left_out_when_a_quiet_one_exists() -> None:
     noisy = ServerRun(server="a", round=1, cpu={"foreign_cores": 1.2})
     kept, notes = select_runs([quiet, noisy], "a", threshold=0.3)
     assert kept == [quiet]
-    assert notes == ["a run 2: left out, others used 1.20 cores"]
+    assert notes == ["a decode run 2: left out, others used 1.20 cores"]
 
 
 def test_least_noisy_run_is_kept_when_there_is_no_quiet_one() -> None:
@@ -121,6 +121,6 @@ def test_least_noisy_run_is_kept_when_there_is_no_quiet_one() -> None:
     kept, notes = select_runs([noisier, noisy], "a", threshold=0.3)
     assert kept == [noisy]
     assert notes == [
-        "a run 1: left out, others used 1.20 cores",
-        "a run 2: kept though others used 0.50 cores (no quiet run)",
+        "a decode run 1: left out, others used 1.20 cores",
+        "a decode run 2: kept though others used 0.50 cores (no quiet run)",
     ]
