@@ -65,11 +65,25 @@ def _not_empty(_instance: Any, _attribute: attrs.Attribute[Any], value: str | No
         raise ValueError("must not be empty")
 
 
+def _no_empty_items(_instance: Any, _attribute: attrs.Attribute[Any], value: tuple[str]) -> None:
+    if any(not item.strip() for item in value):
+        raise ValueError("must not contain an empty string")
+
+
 @frozen
 class ServerSettings:
     host: str = field(default="127.0.0.1", validator=_not_empty)
     port: int = field(default=8080, validator=_between(1, 65535))
     api_key: str | None = field(default=None, validator=_not_empty, repr=False)  # never logged
+    # More accepted keys (one per client, to revoke one alone), and a file of one key a line,
+    # read once at start, so that keys need not sit in config.toml or the environment.
+    api_keys: tuple[str, ...] = field(default=(), validator=_no_empty_items, repr=False)
+    api_key_file: str | None = field(default=None, validator=_not_empty)
+    # Browser origins allowed to call the API (e.g. "https://app.example.com", or "*");
+    # empty: no CORS headers at all, so browsers refuse cross-origin calls.
+    cors_origins: tuple[str, ...] = field(default=(), validator=_no_empty_items)
+    metrics_enabled: bool = True  # false: /metrics is a 404
+    metrics_require_key: bool = False  # true: /metrics wants an API key too (when keys are set)
     max_concurrent_requests: int = field(default=100, validator=_at_least(1))
     max_body_mb: int = field(default=10, validator=_at_least(1))  # larger bodies: 413
     rate_limit_rpm: int | None = field(default=None, validator=_at_least(1))  # None: no limit
@@ -194,6 +208,11 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "host": ("server", "host"),
     "port": ("server", "port"),
     "api_key": ("server", "api_key"),
+    "api_keys": ("server", "api_keys"),
+    "api_key_file": ("server", "api_key_file"),
+    "cors_origins": ("server", "cors_origins"),
+    "metrics_enabled": ("server", "metrics_enabled"),
+    "metrics_require_key": ("server", "metrics_require_key"),
     "max_concurrent_requests": ("server", "max_concurrent_requests"),
     "max_body_mb": ("server", "max_body_mb"),
     "rate_limit_rpm": ("server", "rate_limit_rpm"),
@@ -222,7 +241,7 @@ MODELS_KEY = "models"  # the [[models]] array of tables
 ENV_PREFIX = "LLM_ENGINE_"
 CONFIG_ENV = "LLM_ENGINE_CONFIG"
 DEFAULT_CONFIG = Path("config.toml")
-SECRET_KEYS = frozenset({("server", "api_key")})
+SECRET_KEYS = frozenset({("server", "api_key"), ("server", "api_keys")})
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -376,7 +395,7 @@ def settings_to_dict(settings: Settings) -> dict[str, Any]:
     """The settings as plain data, secrets masked: safe to print or log."""
     data = attrs.asdict(settings)
     for section, key in SECRET_KEYS:
-        if data[section][key] is not None:
+        if data[section][key]:
             data[section][key] = "***"
     return data
 
@@ -520,6 +539,8 @@ def _coerce(raw: object, annotation: Any, *, textual: bool) -> object:
     if typing.get_origin(annotation) is tuple:  # tuple[str, ...]: a TOML array of strings
         if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
             return tuple(raw)
+        if textual and isinstance(raw, str):  # env and flags: comma-separated
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
         raise ValueError("must be an array of strings")
     raise TypeError(f"no loader for settings type {annotation!r}")
 

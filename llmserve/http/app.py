@@ -7,15 +7,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from prometheus_client import CollectorRegistry
 
 from llmserve.config import Settings
 from llmserve.engine.protocol import Engine
+from llmserve.http.auth import load_keys
 from llmserve.http.failures import handle_exception
 from llmserve.http.lifecycle import Lifecycle, load_engine
 from llmserve.http.observe import observe_requests
 from llmserve.http.openai import openai_router
-from llmserve.http.ops import OPS_ROUTES
+from llmserve.http.ops import ops_routes
 from llmserve.http.ratelimit import RateLimiter
 from llmserve.http.state import STATE_KEY, AppState, Clock, IdFactory, RandomIds, SystemClock
 from llmserve.http.tokens import tokens_router
@@ -51,6 +53,8 @@ def create_app(
     lifecycle = lifecycle if lifecycle is not None else Lifecycle()
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     rpm = settings.server.rate_limit_rpm
+    keys = load_keys(settings.server)  # the key file is read now: a bad one stops the start
+    origins = settings.server.cors_origins
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -63,6 +67,7 @@ def create_app(
             ids=ids,
             lifecycle=lifecycle,
             limiter=RateLimiter(rpm, clock) if rpm is not None else None,
+            keys=keys,
             started_at=clock.monotonic(),
         )
         loading = asyncio.create_task(load_engine(served, lifecycle))
@@ -74,7 +79,9 @@ def create_app(
             await served.stop()
 
     return Litestar(
-        route_handlers=[openai_router(), tokens_router(), *OPS_ROUTES],
+        route_handlers=[openai_router(), tokens_router(), *ops_routes(settings.server)],
+        # Off unless origins are configured: no CORS headers, so browsers block other origins.
+        cors_config=CORSConfig(allow_origins=list(origins)) if origins else None,
         lifespan=[lifespan],
         middleware=[observe_requests],
         exception_handlers={Exception: handle_exception},

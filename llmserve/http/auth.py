@@ -1,14 +1,22 @@
-"""Bearer-key guard for /v1: on only when ``server.api_key`` is set; ops routes stay open."""
+"""Bearer-key guard for /v1 (and /metrics on request): on only when some API key is configured.
+
+The accepted keys are ``[server] api_key``, ``api_keys`` and the lines of ``api_key_file``, read
+once at start. Keys are compared in constant time and never logged: settings mask them, and the
+log formatter redacts ``authorization``.
+"""
 
 from __future__ import annotations
 
 import hmac
+from pathlib import Path
 from typing import Any
 
+from attrs import field, frozen
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from llmserve.errors import AuthenticationFailed
+from llmserve.config import ServerSettings
+from llmserve.errors import AuthenticationFailed, ConfigError
 from llmserve.http.state import app_state
 
 MISSING_KEY = (
@@ -18,20 +26,66 @@ MISSING_KEY = (
 INCORRECT_KEY = "Incorrect API key provided."
 
 
+@frozen
+class KeyRing:
+    """The accepted API keys, as bytes; empty: authentication is off."""
+
+    keys: tuple[bytes, ...] = field(default=(), repr=False)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    def check(self, authorization: str | None) -> None:
+        """Raise AuthenticationFailed unless ``authorization`` is ``Bearer <an accepted key>``."""
+        if not authorization:
+            raise AuthenticationFailed(MISSING_KEY)
+        scheme, _, presented = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            raise AuthenticationFailed(MISSING_KEY)
+        # Constant-time, on bytes (compare_digest refuses non-ASCII str), and against every key
+        # without stopping at a match: the time taken tells nothing about which key, if any.
+        candidate = presented.strip().encode()
+        matched = False
+        for key in self.keys:
+            matched |= hmac.compare_digest(candidate, key)
+        if not matched:
+            raise AuthenticationFailed(INCORRECT_KEY)
+
+
 def check_bearer(authorization: str | None, api_key: str) -> None:
     """Raise AuthenticationFailed unless ``authorization`` is ``Bearer <api_key>``."""
-    if not authorization:
-        raise AuthenticationFailed(MISSING_KEY)
-    scheme, _, presented = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
-        raise AuthenticationFailed(MISSING_KEY)
-    # Constant-time, on bytes: compare_digest refuses non-ASCII str.
-    if not hmac.compare_digest(presented.strip().encode(), api_key.encode()):
-        raise AuthenticationFailed(INCORRECT_KEY)
+    KeyRing((api_key.encode(),)).check(authorization)
+
+
+def load_keys(server: ServerSettings) -> KeyRing:
+    """Every configured key: ``api_key``, ``api_keys``, then ``api_key_file``'s lines.
+
+    The file holds one key a line; blank lines and ``#`` comments are skipped. A missing or
+    unreadable file is a ConfigError naming the key (never the file's content).
+    """
+    keys = [key.strip() for key in (server.api_key, *server.api_keys) if key]
+    if server.api_key_file is not None:
+        path = Path(server.api_key_file).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(
+                f"invalid config: [server] api_key_file = {str(path)!r}: cannot read it: {reason}"
+            ) from None
+        lines = (line.strip() for line in text.splitlines())
+        from_file = [line for line in lines if line and not line.startswith("#")]
+        if not from_file:
+            raise ConfigError(
+                f"invalid config: [server] api_key_file = {str(path)!r}: holds no key"
+            )
+        keys += from_file
+    return KeyRing(tuple(dict.fromkeys(key.encode() for key in keys)))
 
 
 def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Litestar guard: enforce the configured API key, if any."""
-    api_key = app_state(connection.app).settings.server.api_key
-    if api_key:
-        check_bearer(connection.headers.get("authorization"), api_key)
+    """Litestar guard: enforce the configured API keys, if any."""
+    keys = app_state(connection.app).keys
+    if keys.enabled:
+        keys.check(connection.headers.get("authorization"))

@@ -1,11 +1,20 @@
-"""Operational routes, never behind the API key: health, ping, metrics, liveness, readiness."""
+"""Operational routes: health, ping, metrics, liveness, readiness.
+
+They stay open even with API keys set (probes and scrapers carry none), except ``/metrics``
+with ``[server] metrics_require_key``; ``metrics_enabled = false`` removes it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.handlers.http_handlers import HTTPRouteHandler
 
+from llmserve.config import ServerSettings
+from llmserve.http.auth import require_api_key
 from llmserve.http.lifecycle import Phase
 from llmserve.http.state import AppState, app_state
 
@@ -59,7 +68,15 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     )
 
 
-@get("/metrics")
+def require_metrics_key(
+    connection: ASGIConnection[Any, Any, Any, Any], route: BaseRouteHandler
+) -> None:
+    """Litestar guard: the API key, when ``[server] metrics_require_key`` asks for it."""
+    if app_state(connection.app).settings.server.metrics_require_key:
+        require_api_key(connection, route)
+
+
+@get("/metrics", guards=[require_metrics_key])
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Prometheus exposition (OpenMetrics when the scraper asks for it)."""
     state = app_state(request.app)
@@ -70,4 +87,7 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(content=body, headers={"Content-Type": content_type})
 
 
-OPS_ROUTES = [health, ping, livez, readyz, metrics]
+def ops_routes(server: ServerSettings) -> list[HTTPRouteHandler]:
+    """The operational routes this server exposes."""
+    routes = [health, ping, livez, readyz]
+    return [*routes, metrics] if server.metrics_enabled else routes

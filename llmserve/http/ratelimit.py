@@ -86,9 +86,10 @@ class RateLimiter:
             del self._buckets[oldest]
 
 
-def client_of(connection: ASGIConnection[Any, Any, Any, Any], api_key: str | None) -> str:
-    """The client a request is counted against: its (checked) key, else its address."""
-    if api_key:
+def client_of(connection: ASGIConnection[Any, Any, Any, Any], keyed: bool) -> str:
+    """The client a request is counted against: its (checked) key when keys are on, else its
+    address."""
+    if keyed:
         presented = connection.headers.get("authorization", "").partition(" ")[2].strip()
         return "key:" + hashlib.sha256(presented.encode()).hexdigest()[:32]
     client = connection.client
@@ -99,4 +100,4 @@ def limit_rate(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandl
     """Litestar guard, after the API-key guard: apply ``[server] rate_limit_rpm``, if set."""
     state = app_state(connection.app)
     if state.limiter is not None:
-        state.limiter.acquire(client_of(connection, state.settings.server.api_key))
+        state.limiter.acquire(client_of(connection, state.keys.enabled))

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from llmserve.config import Settings
     from llmserve.engine.protocol import Engine
+    from llmserve.http.auth import KeyRing
     from llmserve.http.lifecycle import Lifecycle
     from llmserve.http.ratelimit import RateLimiter
     from llmserve.metrics import Metrics
@@ -77,6 +78,7 @@ class AppState:
     ids: IdFactory
     lifecycle: Lifecycle
     limiter: RateLimiter | None  # None: no rate limit
+    keys: KeyRing  # the accepted API keys; empty: /v1 is open
     started_at: float  # clock.monotonic() when the server started
 
     def uptime_seconds(self) -> float:
