@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import threading
 from pathlib import Path
 
 import llama_cpp
@@ -28,6 +29,26 @@ def _log_callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
         message = text.decode("utf-8", errors="replace").strip()
         if message:
             _LLAMA_LOG.log(py_level, message)
+
+
+class _LoadErrors(logging.Handler):
+    """Collects the first llama.cpp error logged by this thread while installed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.thread = threading.get_ident()
+        self.first: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread and self.first is None:
+            self.first = record.getMessage()
+
+    def __enter__(self) -> _LoadErrors:
+        _LLAMA_LOG.addHandler(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        _LLAMA_LOG.removeHandler(self)
 
 
 _backend_ready = False
@@ -69,9 +90,13 @@ class LlamaModel:
         _init_backend()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
-        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        with _LoadErrors() as errors:
+            model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not model:
-            raise ModelLoadError(f"llama.cpp failed to load the model: {path}")
+            # llama.cpp says why only in its log ("tensor ... data is not within the file
+            # bounds, model is corrupted or incomplete"): the user gets that line too.
+            reason = f" ({errors.first})" if errors.first else ""
+            raise ModelLoadError(f"llama.cpp failed to load the model: {path}{reason}")
         self.ptr = model
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
