@@ -5,7 +5,7 @@ The template comes from, in order: the configured override, the GGUF's
 Gemma family, ChatML for everything else). Templates are model-supplied code, so they run in
 Jinja2's immutable sandbox with the same environment Hugging Face transformers gives them
 (``trim_blocks``, ``lstrip_blocks``, ``loopcontrols``, ``raise_exception``, ``strftime_now``,
-a non-HTML-escaping ``tojson``), and their output is bounded.
+a non-HTML-escaping ``tojson``), bounded in steps, time and size by ``sandbox.py``.
 """
 
 from __future__ import annotations
@@ -18,13 +18,16 @@ from typing import Any, NoReturn
 import jinja2
 import jinja2.ext
 import jinja2.nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from llmserve.engine.sandbox import (
+    BUDGET,
+    MAX_RENDER_CHARS,
+    BoundedSandbox,
+    json_indent_ok,
+    new_budget,
+)
 from llmserve.engine.toolcalls import plain_messages
 from llmserve.errors import InvalidRequest, ModelLoadError
-
-MAX_RENDER_CHARS = 4 * 1024 * 1024
-_MAX_POWER_BITS = 1 << 16
 
 GEMMA_ARCHITECTURES = frozenset({"gemma", "gemma2", "gemma3", "gemma3n"})
 
@@ -102,6 +105,7 @@ def _tojson(
     sort_keys: bool = False,
 ) -> str:
     # Jinja's own tojson HTML-escapes <, >, & and '; prompts must carry them verbatim.
+    json_indent_ok(indent)
     return json.dumps(
         value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
     )
@@ -118,36 +122,8 @@ class _GenerationTag(jinja2.ext.Extension):
         return jinja2.nodes.Scope(body, lineno=lineno)
 
 
-class _BoundedSandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, plus caps on ``*`` and ``**``: ``'x' * 10**12`` or ``7 ** 10**8`` would
-    otherwise exhaust memory or CPU before any output bound is reached."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(
-        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
-    ) -> Any:
-        if operator == "*":
-            for seq, count in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(count, int)
-                    and len(seq) * count > MAX_RENDER_CHARS
-                ):
-                    raise ChatTemplateError("chat template output is too large")
-        if (
-            operator == "**"
-            and isinstance(left, int)
-            and isinstance(right, int)
-            and abs(left) > 1
-            and left.bit_length() * right > _MAX_POWER_BITS
-        ):
-            raise ChatTemplateError("chat template arithmetic is too large")
-        return super().call_binop(context, operator, left, right)
-
-
 def _environment() -> jinja2.Environment:
-    env = _BoundedSandbox(
+    env = BoundedSandbox(
         trim_blocks=True,
         lstrip_blocks=True,
         extensions=[jinja2.ext.loopcontrols, _GenerationTag],
@@ -223,6 +199,7 @@ class ChatTemplate:
             variables["tools"] = tools
         parts: list[str] = []
         size = 0
+        budget = BUDGET.set(new_budget())
         try:
             # Streaming the render lets an over-long output stop early instead of filling RAM.
             for part in self._compiled.generate(variables):
@@ -243,6 +220,8 @@ class ChatTemplate:
                 f"chat template ({self.source}) failed to render the messages: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        finally:
+            BUDGET.reset(budget)
         return "".join(parts)
 
     def _strftime_now(self, fmt: str) -> str:
