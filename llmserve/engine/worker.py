@@ -192,7 +192,7 @@ class Worker:
         return True
 
     def _save(self, slot: Slot) -> None:
-        """Copy a finishing slot's KV state into the prefix cache (its live KV stays)."""
+        """Copy a slot's KV state into the prefix cache (its live KV stays)."""
         cache, tokens = self.cache, slot.kv_tokens
         if cache is None or len(tokens) < 2:
             return
@@ -340,9 +340,23 @@ class Worker:
                 self._fork(slot, run)
         for slot, run in active:
             if run.batch_index >= 0:
-                if run.job.first_logits is not None and run.n_generated == 0 and not run.index:
-                    run.job.first_logits(self._logits(run.batch_index))
+                if run.n_generated == 0 and not run.index:
+                    if run.job.first_logits is not None:
+                        run.job.first_logits(self._logits(run.batch_index))
+                    self._checkpoint_prompt(slot)
                 self._on_token(slot, run, run.sampler.sample(self._ctx, run.batch_index))
+
+    def _checkpoint_prompt(self, slot: Slot) -> None:
+        """On a sliding-window model, also cache the state at the end of a long prompt.
+
+        The next chat turn re-sends this prompt plus the answer re-rendered by the template,
+        which may differ from the generated tokens in their last few (a trimmed newline): the
+        finish entry then cannot be cut back past its window, but this one is continued
+        from its end, so only the answer and the new question are computed again.
+        """
+        n_swa = self.model.facts.n_swa
+        if n_swa and len(slot.kv_tokens) > n_swa:
+            self._save(slot)
 
     def _fork(self, slot: Slot, run: Run) -> None:
         """Choice 0's prompt is decoded: share its KV with the other choices' sequences, which

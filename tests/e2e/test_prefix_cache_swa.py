@@ -81,12 +81,12 @@ def start_worker(model: LlamaModel, cache: PrefixCache | None) -> Worker:
     return worker
 
 
-def first_logits(worker: Worker, tokens: list[int]) -> tuple[Any, Usage]:
+def first_logits(worker: Worker, tokens: list[int], max_tokens: int = 1) -> tuple[Any, Usage]:
     waiter = Waiter()
     worker.submit(
         Job(
             tokens=tokens,
-            max_tokens=1,
+            max_tokens=max_tokens,
             stop=(),
             sampling=SamplingParams(temperature=0.0),
             sink=waiter,
@@ -149,3 +149,24 @@ def test_ignoring_the_window_rule_computes_wrong_logits(
         for (logits, _), fresh in zip(cached, from_scratch, strict=True)
     )
     assert worst > 2 * TOLERANCE
+
+
+def test_turn_diverging_right_after_a_long_prompt_reuses_that_prompt(
+    model: LlamaModel, story: list[int]
+) -> None:
+    """A next turn that re-renders the answer differently still reuses the whole prompt.
+
+    The finish entry (prompt + answer) cannot be cut back past its window; the checkpoint
+    taken at the end of the prompt is continued from its end instead.
+    """
+    cache = PrefixCache(identity="test", ram_bytes=2 << 30, swa=SwaRule(model.facts.n_swa))
+    worker = start_worker(model, cache)
+    try:
+        prompt = story[:700]
+        first_logits(worker, prompt, max_tokens=8)
+        for other in (story[800:1000], story[1000:1200]):  # both slots now hold other text
+            first_logits(worker, other)
+        _, usage = first_logits(worker, prompt + [story[5], story[9]] * 8)
+    finally:
+        worker.stop()
+    assert usage.cached_tokens >= len(prompt) - 1
