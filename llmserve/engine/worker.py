@@ -340,11 +340,13 @@ class Worker:
                 self._fork(slot, run)
         for slot, run in active:
             if run.batch_index >= 0:
-                if run.n_generated == 0 and not run.index:
-                    if run.job.first_logits is not None:
-                        run.job.first_logits(self._logits(run.batch_index))
-                    self._checkpoint_prompt(slot)
+                first = run.n_generated == 0 and not run.index
+                if first and run.job.first_logits is not None:
+                    run.job.first_logits(self._logits(run.batch_index))
                 self._on_token(slot, run, run.sampler.sample(self._ctx, run.batch_index))
+                if first:
+                    self._flush_outbox()  # the first token goes out before the state copy
+                    self._checkpoint_prompt(slot)
 
     def _checkpoint_prompt(self, slot: Slot) -> None:
         """On a sliding-window model, also cache the state at the end of a long prompt.
