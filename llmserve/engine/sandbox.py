@@ -30,6 +30,7 @@ import jinja2.nodes as nodes
 from attrs import define, field
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import generate_lorem_ipsum
 from jinja2.visitor import NodeTransformer
 
 MAX_RENDER_CHARS = 4 * 1024 * 1024
@@ -164,19 +165,34 @@ class _Bounded(NodeTransformer):
 
 
 # printf-style and format() specs: any width or precision of more than 7 digits is refused.
-_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\d*)(?:\.(\d*))?")
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\d*|\*)(?:\.(\d*|\*))?")
 _FORMAT_NUMBERS = re.compile(r"\d+")
 
 
-def _check_percent(template: str) -> None:
+def _check_widths_from(values: Iterable[Any]) -> None:
+    # A width taken from the arguments (`%*d`, `{:>{w}}`) is bounded like a written one.
+    if any(abs(n) > MAX_RENDER_CHARS for n in _int_args(values)):
+        _too_large(math.inf, "format")
+
+
+def _check_percent(template: str, values: Iterable[Any] = ()) -> None:
     for width, precision in _PERCENT_SPEC.findall(template):
+        if "*" in (width, precision):
+            _check_widths_from(values)
+            continue
         _too_large(max(int(width or 0), int(precision or 0)) + len(template), "format")
 
 
-def _check_format_spec(template: str) -> None:
+def _check_format_spec(template: str, values: Iterable[Any] = ()) -> None:
     for _, _, spec, _ in string.Formatter().parse(template):
+        if spec and "{" in spec:
+            _check_widths_from(values)
         for number in _FORMAT_NUMBERS.findall(spec or ""):
             _too_large(int(number) + len(template), "format")
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    return value if isinstance(value, tuple) else (value,)
 
 
 def _replaced_size(text: str, old: str, new: str, count: int = -1) -> int:
@@ -193,8 +209,10 @@ def _int_args(args: Iterable[Any]) -> Iterator[int]:
 def _check_call(name: str, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Refuse a filter or string method whose result would be too large, before it runs."""
     values = (*args, *kwargs.values())
-    # No bound of ours is that large; a count or width above it only amplifies.
-    if any(abs(n) > MAX_RENDER_CHARS for n in _int_args(values)):
+    # No bound of ours is that large; a count or width above it only amplifies. (What format
+    # formats may be any number: its widths are checked where they are, below.)
+    formats = name in ("format", "str.format")
+    if not formats and any(abs(n) > MAX_RENDER_CHARS for n in _int_args(values)):
         _too_large(math.inf, f"argument to {name}")
     text = obj if isinstance(obj, str) else None
     if text is None:
@@ -221,10 +239,12 @@ def _check_call(name: str, obj: Any, args: tuple[Any, ...], kwargs: dict[str, An
         width = int(args[0]) if args else int(kwargs.get("width", 79))
         wrap = (args[2] if len(args) > 2 else kwargs.get("wrapstring")) or "\n"
         _too_large(len(text) + len(str(wrap)) * (len(text) // max(width, 1) + 1))
-    elif name == "format":
-        if "{" in text:
-            _check_format_spec(text)
-        _check_percent(text)
+    elif name in ("format", "str.format"):
+        # The format filter is printf-style (`%`); the method is str.format (`{}`).
+        if name == "format":
+            _check_percent(text, values)
+        else:
+            _check_format_spec(text, values)
         _too_large(len(text) + sum(len(str(v)) for v in values))
     elif name == "join":
         items = list(args[0]) if args and isinstance(args[0], Iterable) else []
@@ -249,6 +269,12 @@ def _guarded(name: str, filter_: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    """Jinja's lorem-ipsum global, which would write ``n`` paragraphs of any count."""
+    _too_large(n * max * 8, "lipsum")
+    return generate_lorem_ipsum(n, html, min, max)
+
+
 # Builtin filters that can grow their input (the others are bounded by it).
 _AMPLIFYING_FILTERS = ("center", "indent", "replace", "wordwrap", "format", "join", "batch")
 
@@ -264,6 +290,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             self.filters[name] = _guarded(name, self.filters[name])
         self.filters[_STEPS_FILTER] = _counted
         self.finalize = _finalize
+        self.globals["lipsum"] = _lipsum
         self.filters[_CONCAT_FILTER] = _concat
 
     @staticmethod
@@ -288,11 +315,18 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             for seq, count in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and isinstance(count, int):
                     _too_large(len(seq) * count)
+            # Squaring in a loop doubles an integer's size each time: bounded like **.
+            if (
+                isinstance(left, int)
+                and isinstance(right, int)
+                and left.bit_length() + right.bit_length() > _MAX_POWER_BITS
+            ):
+                raise TemplateBudgetExceeded("chat template arithmetic is too large")
         elif operator == "+":
             if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
                 _too_large(len(left) + len(right))
         elif operator == "%" and isinstance(left, str):
-            _check_percent(left)
+            _check_percent(left, right.values() if isinstance(right, dict) else _as_tuple(right))
         elif (
             operator == "**"
             and isinstance(left, int)
@@ -325,7 +359,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         _check_format_spec(text)
 
         def checked(*args: Any, **kwargs: Any) -> str:
-            _check_call("format", text, args, kwargs)
+            _check_call("str.format", text, args, kwargs)
             return wrapped(*args, **kwargs)
 
         return checked

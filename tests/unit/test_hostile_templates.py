@@ -138,6 +138,11 @@ BOMBS = {
     "batch-fill": "{{ [1]|batch(10**9, 'x')|list|length }}",
     "tojson-indent": "{{ messages|tojson(indent=10**9) }}",
     "print-a-list": "{{ ['x' * 4000000] * 100 }}",
+    "lipsum": "{{ lipsum(10**9) }}",
+    "squaring": (
+        "{% set ns = namespace(x=7 ** 1000) %}{% for i in range(64) %}"
+        "{% set ns.x = ns.x * ns.x %}{% endfor %}{{ ns.x > 0 }}"
+    ),
 }
 
 
@@ -186,3 +191,16 @@ def test_a_big_real_chat_renders_within_the_bounds() -> None:
 def test_format_width_from_an_argument_is_refused() -> None:
     """A width passed as an argument (``{:>{w}}``) is checked like a literal one."""
     refused("{{ '{:>{w}}'.format(1, w=999999999) }}", match="too large")
+
+
+def test_star_width_from_an_argument_is_refused() -> None:
+    """A printf width taken from the arguments (``%*d``) is checked like a literal one."""
+    refused("{{ '%*d' % (999999999, 1) }}", match="too large")
+
+
+def test_formatting_large_numbers_is_fine() -> None:
+    """Big numbers as values (a timestamp) are not widths: format and % print them."""
+    chat = template(
+        "{{ '{}'.format(1700000000) }} {{ '%d'|format(1700000000) }} {{ '%d' % 10**9 }}"
+    )
+    assert chat.render(MESSAGES) == "1700000000 1700000000 1000000000"
