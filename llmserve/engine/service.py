@@ -259,14 +259,23 @@ class LlamaEngine:
         return model.tokenize(prompt, add_special=model.add_bos)
 
     def _check_prompt_size(
-        self, prompt: str | tuple[int, ...], model: LlamaModel, *, param: str
+        self,
+        prompt: str | tuple[int, ...],
+        model: LlamaModel,
+        *,
+        param: str,
+        n_ctx: int | None = None,
+        room: int = 1,
     ) -> None:
+        """Refuse a text prompt that cannot leave ``room`` tokens of ``n_ctx`` (default: a
+        sequence's context, with room to generate one token), without tokenizing it."""
+        n_ctx = self._n_ctx_seq if n_ctx is None else n_ctx
         # A token covers at least one character: a shorter text needs no closer look.
-        if not isinstance(prompt, str) or len(prompt) <= self._n_ctx_seq:
+        if not isinstance(prompt, str) or len(prompt) <= n_ctx - room:
             return
         at_least = model.fewest_tokens(len(prompt.encode()))
-        if at_least >= self._n_ctx_seq:
-            raise PromptTooLong(at_least_tokens=at_least, n_ctx=self._n_ctx_seq, param=param)
+        if at_least > n_ctx - room:
+            raise PromptTooLong(at_least_tokens=at_least, n_ctx=n_ctx, param=param)
 
     async def submit(self, request: GenerationRequest) -> StreamedGeneration:
         worker = self._worker
@@ -345,6 +354,10 @@ class LlamaEngine:
         token_lists: list[list[int]] = []
         for i, item in enumerate(inputs):
             param = f"input[{i}]" if len(inputs) > 1 else "input"
+            if self._model is not None:
+                self._check_prompt_size(
+                    item, self._model, param=param, n_ctx=embedder.n_ctx, room=0
+                )
             tokens = await self.tokenize(item, param=param)
             if not tokens:
                 raise InvalidRequest("an input is empty; embeddings need text", param=param)

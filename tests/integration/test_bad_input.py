@@ -236,3 +236,11 @@ def test_megabyte_prompt_is_refused_without_tokenizing(http: httpx.Client) -> No
     assert rejected(response)["code"] == "context_length_exceeded"
     assert "at least" in response.json()["error"]["message"]
     assert response.elapsed.total_seconds() < 1.0
+
+
+def test_megabyte_embedding_input_is_refused_without_tokenizing(http: httpx.Client) -> None:
+    """An embedding input far longer than the context is a 400 within a second."""
+    response = http.post("/v1/embeddings", json={"model": MODEL, "input": "<|im_end|>" * 200_000})
+    assert rejected(response)["code"] == "context_length_exceeded"
+    assert response.json()["error"]["param"] == "input"
+    assert response.elapsed.total_seconds() < 1.0
