@@ -17,6 +17,7 @@ from llmserve.http.failures import handle_exception
 from llmserve.http.lifecycle import Lifecycle, load_engine
 from llmserve.http.observe import observe_requests
 from llmserve.http.openai import openai_router
+from llmserve.http.openapi import openapi_json
 from llmserve.http.ops import ops_routes
 from llmserve.http.ratelimit import RateLimiter
 from llmserve.http.state import STATE_KEY, AppState, Clock, IdFactory, RandomIds, SystemClock
@@ -79,7 +80,12 @@ def create_app(
             await served.stop()
 
     return Litestar(
-        route_handlers=[openai_router(), tokens_router(), *ops_routes(settings.server)],
+        route_handlers=[
+            openai_router(),
+            tokens_router(),
+            *ops_routes(settings.server),
+            openapi_json,
+        ],
         # Off unless origins are configured: no CORS headers, so browsers block other origins.
         cors_config=CORSConfig(allow_origins=list(origins)) if origins else None,
         lifespan=[lifespan],
@@ -88,7 +94,8 @@ def create_app(
         request_max_body_size=settings.server.max_body_mb << 20,
         # logs.py owns logging; our handler logs unexpected errors itself.
         logging_config=None,
-        # The routes parse raw bodies with the codec; a generated schema would be empty.
+        # The routes parse raw bodies with the codec; a generated schema would be empty:
+        # /openapi.json serves the hand-written one (http/openapi.py).
         openapi_config=None,
         debug=False,
     )
