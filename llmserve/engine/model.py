@@ -1,4 +1,4 @@
-"""A loaded GGUF model: llama.cpp handles, vocabulary, metadata, tokenize and detokenize."""
+"""A loaded GGUF model: llama.cpp handles, vocabulary, metadata, tokens to and from text."""
 
 from __future__ import annotations
 
@@ -169,9 +169,6 @@ class LlamaModel:
             buf = ctypes.create_string_buffer(-n)
             n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
         return buf.raw[:n]
-
-    def detokenize(self, tokens: list[int]) -> str:
-        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
 
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
