@@ -8,7 +8,9 @@ entries sharing it, so a lookup costs one hash per block of the prompt plus one 
 Tiers, each with its own byte budget and eviction policy: RAM, and optionally a disk folder.
 Entries evicted from RAM spill to disk; a disk hit moves back to RAM. Disk files carry the
 cache identity (model file, llama-cpp-python version, context layout) and a checksum, and are
-checked before use: a stale or corrupt file is skipped with a warning, never loaded.
+checked before use: a stale or corrupt file is skipped with a warning, never loaded. A folder
+that stops taking writes (read-only, full, removed) costs the entries leaving RAM, never a
+request: they are dropped, one warning says so, and the next spill that works resumes the tier.
 
 This module never calls llama.cpp; the worker saves and restores the bytes. Only the worker
 thread uses a PrefixCache, except ``stats()`` (plain counters, read anywhere).
@@ -175,6 +177,7 @@ class PrefixCache:
             else None
         )
         self._disk_dir = disk_dir
+        self._disk_failing = False  # the last spill failed: warned once, retried on each spill
         self._index: dict[int, set[int]] = {}  # block-prefix hash -> entry keys
         self._by_key: dict[int, Entry] = {}
         self._by_tokens: dict[tuple[int, ...], int] = {}
@@ -295,23 +298,45 @@ class PrefixCache:
     # --- disk tier ----------------------------------------------------------------------
 
     def _spill(self, entry: Entry) -> None:
-        disk, data = self._disk, entry.data
-        if disk is None or self._disk_dir is None or data is None:
+        disk, data, folder = self._disk, entry.data, self._disk_dir
+        if disk is None or folder is None or data is None or entry.size > disk.budget:
             return
-        if entry.size > disk.budget:
-            return
-        for victim in disk.make_room(entry.size):
-            self._unindex(victim)
-            self._delete_file(victim)
-        path = self._disk_dir / f"{hashlib.sha256(repr(entry.tokens).encode()).hexdigest()}.kv"
+        path = folder / f"{hashlib.sha256(repr(entry.tokens).encode()).hexdigest()}.kv"
+        tmp = path.with_suffix(".tmp")
         try:
-            _write_entry(path, self.identity, entry, data)
-        except OSError as exc:  # a full or read-only disk loses the entry, not the server
-            log.warning("prefix cache: could not spill to disk: %s", exc)
+            if self._disk_failing:  # a removed folder comes back once it can be made again
+                folder.mkdir(parents=True, exist_ok=True)
+            # Written before evicting for it: a folder that takes no writes keeps its entries.
+            _write_entry(tmp, self.identity, entry, data)
+            for victim in disk.make_room(entry.size):
+                self._unindex(victim)
+                self._delete_file(victim)
+            os.replace(tmp, path)  # a crash mid-write never leaves a half file under the name
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            self._spill_failed(exc)
             return
+        if self._disk_failing:
+            self._disk_failing = False
+            log.info("prefix cache: the disk tier at %s takes writes again", folder)
         entry.data, entry.path = None, path
         disk.add(entry)
         self._index_entry(entry)
+
+    def _spill_failed(self, exc: OSError) -> None:
+        """The entry leaving RAM is lost, not the request; say so once, not once a spill."""
+        if self._disk_failing:
+            log.debug("prefix cache: spill failed again: %s", exc)
+            return
+        self._disk_failing = True
+        log.warning(
+            "prefix cache: the disk tier at %s takes no writes (%s: %s); entries leaving RAM "
+            "are dropped until it does",
+            self._disk_dir,
+            type(exc).__name__,
+            exc.strerror or exc,
+        )
 
     def _read_disk(self, entry: Entry) -> bytearray | None:
         path = entry.path
@@ -368,6 +393,7 @@ class PrefixCache:
 
 
 def _write_entry(path: Path, identity: str, entry: Entry, data: bytearray) -> None:
+    """Write one entry's file at ``path`` (the caller renames it into place)."""
     header = json.dumps(
         {
             "identity": identity,
@@ -377,14 +403,12 @@ def _write_entry(path: Path, identity: str, entry: Entry, data: bytearray) -> No
             "sha256": hashlib.sha256(data).hexdigest(),
         }
     ).encode()
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("wb") as f:
+    with path.open("wb") as f:
         f.write(MAGIC)
         f.write(_HEADER_LEN.pack(len(header)))
         f.write(header)
         f.write(struct.pack(f"<{len(entry.tokens)}i", *entry.tokens))
         f.write(data)
-    os.replace(tmp, path)  # a crash mid-write never leaves a half file under the real name
 
 
 def _read_header_from(f: BinaryIO) -> tuple[dict[str, object], list[int]]:

@@ -202,3 +202,85 @@ def test_record_counts_hits_misses_and_saved_tokens() -> None:
     c.record(0)
     c.record(120)
     assert (c.stats.hits, c.stats.misses, c.stats.tokens_saved) == (1, 1, 120)
+
+
+def unwritable(folder: Path) -> None:
+    """Make ``folder`` take no writes, as root too (root ignores permission bits): a regular
+    file takes its place, so every create under it fails (ENOTDIR) as on a read-only mount."""
+    folder.rename(folder.with_name(folder.name + ".gone"))
+    folder.write_bytes(b"")
+
+
+def test_spill_to_an_unwritable_folder_drops_the_entry_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Entries leaving RAM for a folder that takes no writes are dropped, with one warning
+    for all of them; RAM stays within its budget and nothing is raised."""
+    folder = tmp_path / "kv"
+    c = cache(ram=MB, disk_dir=folder, disk_bytes=10 * MB)
+    unwritable(folder)
+    with caplog.at_level(logging.DEBUG, logger="llmserve.engine.prefix_cache"):
+        for i in range(5):
+            assert c.store(toks(i * 1000, 64), 0, state(MB))
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, caplog.text
+    assert "takes no writes" in warnings[0].getMessage()
+    assert warnings[0].exc_info is None
+    assert c.stats.entries == {"ram": 1, "disk": 0}
+    assert c.stats.bytes["ram"] <= MB
+    assert c.lookup([*toks(0, 64), 1]) is None  # dropped, not half kept
+
+
+def test_spilling_resumes_once_the_folder_takes_writes_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After the fault is gone (even the folder removed meanwhile), the next spill works."""
+    folder = tmp_path / "kv"
+    c = cache(ram=MB, disk_dir=folder, disk_bytes=10 * MB)
+    unwritable(folder)
+    c.store(toks(0, 64), 0, state(MB))
+    c.store(toks(1000, 64), 0, state(MB))
+    folder.unlink()
+    with caplog.at_level(logging.INFO, logger="llmserve.engine.prefix_cache"):
+        c.store(toks(2000, 64), 0, state(MB))  # spills the entry of toks(1000, 64)
+    assert "takes writes again" in caplog.text
+    assert c.stats.entries == {"ram": 1, "disk": 1}
+    hit = c.lookup([*toks(1000, 64), 1])
+    assert hit is not None
+    assert c.load(hit) == state(MB)
+
+
+def test_spill_failing_mid_write_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write cut short by the disk (ENOSPC after the first bytes, simulated at the file
+    object) leaves neither a half file nor a temporary one, and evicts nothing for it."""
+    real_open = Path.open
+    c = cache(ram=MB, disk_dir=tmp_path, disk_bytes=10 * MB)
+    c.store(toks(0, 64), 0, state(MB))
+    c.store(toks(1000, 64), 0, state(MB))  # one entry on disk before the fault
+    before = sorted(tmp_path.iterdir())
+
+    class FullDisk:
+        def __init__(self, f: object) -> None:
+            self._f = f
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._f.close()  # type: ignore[attr-defined]
+
+        def write(self, data: bytes) -> int:
+            self._f.write(bytes(data[:10]))  # type: ignore[attr-defined]
+            raise OSError(28, "No space left on device")
+
+    def open_full(path: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        f = real_open(path, mode, *args, **kwargs)  # type: ignore[arg-type]
+        return FullDisk(f) if "w" in mode else f
+
+    monkeypatch.setattr(Path, "open", open_full)
+    c.store(toks(2000, 64), 0, state(MB))
+    monkeypatch.undo()
+    assert sorted(tmp_path.iterdir()) == before
+    assert c.stats.entries == {"ram": 1, "disk": 1}
