@@ -338,6 +338,8 @@ class LlamaEngine:
                 "'suffix' needs a fill-in-the-middle model, and this model has no FIM tokens",
                 param="suffix",
             )
+        self._check_prompt_size(prefix, model, param="prompt")
+        self._check_prompt_size(suffix, model, param="suffix")
         if isinstance(prefix, tuple):
             head = await self.tokenize(prefix, param="prompt")
         else:
@@ -377,6 +379,9 @@ class LlamaEngine:
         llama_model = self._model
         if llama_model is None:
             raise ServiceUnavailable("the model is still loading")
+        # Bounded like prompts: tokenizing is quadratic in a text's special tokens, and a text
+        # no request could send gives a count nobody can use.
+        self._check_prompt_size(text, llama_model, param="content", room=0)
         return await asyncio.to_thread(llama_model.tokenize, text, add_special=add_special)
 
     async def token_pieces(self, tokens: Sequence[int], model: str | None = None) -> list[bytes]:

@@ -244,3 +244,19 @@ def test_megabyte_embedding_input_is_refused_without_tokenizing(http: httpx.Clie
     assert rejected(response)["code"] == "context_length_exceeded"
     assert response.json()["error"]["param"] == "input"
     assert response.elapsed.total_seconds() < 1.0
+
+
+def test_megabyte_tokenize_content_is_refused_without_tokenizing(http: httpx.Client) -> None:
+    """/tokenize of a text far longer than the context is a 400 within a second (llama.cpp's
+    tokenizer is quadratic in special tokens: this text would take many seconds)."""
+    response = http.post("/tokenize", json={"content": "<|im_end|>" * 200_000})
+    error = rejected(response)
+    assert (error["code"], error["param"]) == ("context_length_exceeded", "content")
+    assert response.elapsed.total_seconds() < 1.0
+
+
+def test_tokenize_content_that_fits_the_context_is_tokenized(http: httpx.Client) -> None:
+    """The bound refuses only texts that cannot fit: one the size of the context is counted."""
+    response = http.post("/tokenize", json={"content": "<|im_end|>" * 1000})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["tokens"]) == 1000

@@ -248,3 +248,16 @@ def test_suffix_fills_in_the_middle_on_a_fim_model(fim_url: str) -> None:
         assert result.usage.prompt_tokens == count("def f(x):") + count("return y") + 4
         chunks = complete(tiny_client, prompt="def f(x):", suffix="return y", stream=True)
         assert "".join(c.choices[0].text for c in chunks if c.choices) == result.choices[0].text
+
+
+def test_megabyte_suffix_is_refused_without_tokenizing(fim_url: str) -> None:
+    """A fill-in-the-middle suffix far longer than the context is a 400 within a second, as
+    an over-long prompt is (llama.cpp's tokenizer is quadratic in special tokens)."""
+    body = {"prompt": "def f(x):", "suffix": "<|fim_suffix|>" * 100_000, "max_tokens": 1}
+    response = httpx.post(
+        f"{fim_url}/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("context_length_exceeded", "suffix")
+    assert response.elapsed.total_seconds() < 1.0
