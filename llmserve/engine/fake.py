@@ -127,6 +127,7 @@ class FakeEngine:
     fail_with: LLMServeError = field(factory=lambda: LLMServeError("scripted failure"))
     queue_wait_s: float | None = None  # reported on the first event
     start_gate: threading.Event | None = None  # start() waits for it to be set
+    render_gate: threading.Event | None = None  # render_chat() waits for it (a slow template)
     start_error: LLMServeError | None = None  # start() raises it
     loaded: bool = False
     stopped: bool = False
@@ -158,6 +159,8 @@ class FakeEngine:
     ) -> str:
         self.chats.append([dict(m) for m in messages])
         self.tools.append(None if tools is None else [dict(t) for t in tools])
+        if self.render_gate is not None:
+            self.render_gate.wait(timeout=60)
         turns = "".join(f"<|{m['role']}|> {m['content']}\n" for m in messages)
         return f"{turns}<|assistant|>"
 

@@ -20,6 +20,7 @@ from llmserve.http.openai import openai_router
 from llmserve.http.openapi import openapi_json
 from llmserve.http.ops import ops_routes
 from llmserve.http.ratelimit import RateLimiter
+from llmserve.http.rendering import TemplateRenderer
 from llmserve.http.state import STATE_KEY, AppState, Clock, IdFactory, RandomIds, SystemClock
 from llmserve.http.tokens import tokens_router
 from llmserve.metrics import Metrics
@@ -60,6 +61,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         served = engine if engine is not None else _build_engine(settings)
+        renderer = TemplateRenderer()
         app.state[STATE_KEY] = AppState(
             settings=settings,
             engine=served,
@@ -69,12 +71,14 @@ def create_app(
             lifecycle=lifecycle,
             limiter=RateLimiter(rpm, clock) if rpm is not None else None,
             keys=keys,
+            renderer=renderer,
             started_at=clock.monotonic(),
         )
         loading = asyncio.create_task(load_engine(served, lifecycle))
         try:
             yield
         finally:
+            renderer.close()
             # A model load cannot be interrupted: let it end, then stop what it started.
             await loading
             await served.stop()

@@ -181,8 +181,8 @@ async def chat_completions(request: Request[Any, Any, Any], body: RawBody) -> Re
     state = app_state(request.app)
     parsed = codec.structure_request(body, wire.ChatCompletionRequest)
     model = await _resolve(request, state, parsed.model)
-    prompt = state.engine.render_chat(
-        parsed.template_messages(), model=model, tools=parsed.template_tools()
+    prompt = await state.renderer.render(
+        state.engine, parsed.template_messages(), model=model, tools=parsed.template_tools()
     )
     fmt = ChatFormat(
         Meta(id=state.ids.chat_completion_id(), created=int(state.clock.time()), model=model),

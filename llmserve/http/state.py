@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from llmserve.http.auth import KeyRing
     from llmserve.http.lifecycle import Lifecycle
     from llmserve.http.ratelimit import RateLimiter
+    from llmserve.http.rendering import TemplateRenderer
     from llmserve.metrics import Metrics
 
 STATE_KEY = "llmserve"
@@ -79,6 +80,7 @@ class AppState:
     lifecycle: Lifecycle
     limiter: RateLimiter | None  # None: no rate limit
     keys: KeyRing  # the accepted API keys; empty: /v1 is open
+    renderer: TemplateRenderer  # chat templates, off the event loop
     started_at: float  # clock.monotonic() when the server started
 
     def uptime_seconds(self) -> float:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -163,3 +165,23 @@ def test_shutdown_stops_the_engine(engine: FakeEngine) -> None:
     with serve_app(fake_app(engine)):
         assert engine.loaded
     assert engine.stopped
+
+
+def test_probes_are_answered_while_a_chat_template_renders(
+    engine: FakeEngine, base_url: str
+) -> None:
+    """A chat template render in progress (held open here by the fake engine's gate, as a
+    hostile template holds it up to the sandbox's 1 s) does not stall the event loop: /ping
+    and /health answer meanwhile, and the chat is served once the render ends."""
+    engine.render_gate = threading.Event()
+    body = {"model": "m", "messages": [USER]}
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            chat = pool.submit(httpx.post, f"{base_url}/v1/chat/completions", json=body, timeout=60)
+            assert eventually(lambda: bool(engine.chats)), "the render never started"
+            assert httpx.get(f"{base_url}/ping", timeout=5).status_code == 200
+            assert httpx.get(f"{base_url}/health", timeout=5).status_code == 200
+            assert not chat.done(), "the render ended before the probes were answered"
+        finally:
+            engine.render_gate.set()
+        assert chat.result().status_code == 200
