@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+import string
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -104,7 +105,10 @@ class RemoteFile:
 
     @property
     def digest_id(self) -> str:
-        return (self.sha256 or self.git_oid or "unknown")[:16]
+        """A short id of the expected bytes, for the partial file's name: hex digits only, as
+        the digest is the Hub's (or a mirror's) text and must not make a path of it."""
+        digest = self.sha256 or self.git_oid or ""
+        return "".join(c for c in digest if c in string.hexdigits)[:16] or "unknown"
 
 
 def parse_reference(text: str) -> tuple[str, str | None] | None:

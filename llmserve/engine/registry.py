@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import hashlib
 import logging
 import re
 import time
@@ -439,7 +440,7 @@ def registry_from_settings(
         own = attrs.evolve(settings, model=entry, models=())
         if len(served) > 1 and settings.cache.disk_dir is not None:
             # Each model's prefix cache keeps its own disk budget in its own directory.
-            disk_dir = Path(settings.cache.disk_dir) / _file_name(entry.name or "model")
+            disk_dir = Path(settings.cache.disk_dir) / cache_folder_name(entry.name or "model")
             own = attrs.evolve(own, cache=attrs.evolve(own.cache, disk_dir=str(disk_dir)))
         keep_alive = settings.server.keep_alive if entry.keep_alive is None else entry.keep_alive
         specs.append(
@@ -453,5 +454,14 @@ def registry_from_settings(
     return ModelRegistry(specs, max_loaded=settings.server.max_loaded_models)
 
 
-def _file_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+def cache_folder_name(name: str) -> str:
+    """The folder of a model's disk cache, under ``[cache] disk_dir``, for any configured name.
+
+    Names are free text (``org/model``, ``..``), and a folder named by one could land outside
+    the cache or inside another model's. The folder keeps the name's ``[A-Za-z0-9._-]``
+    characters, never starts with a dot (so never ``.`` or ``..``), and ends with a hash of the
+    whole name: distinct names get distinct folders, on case-insensitive file systems too.
+    """
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:64] or "model"
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{readable}-{digest}"

@@ -323,3 +323,16 @@ def test_offline_mode_refuses_to_pull(
 def test_reference_parsing(text: str, parsed: tuple[str, str | None] | None) -> None:
     """REPO_ID[:PATTERN] is told apart from paths and store names."""
     assert parse_reference(text) == parsed
+
+
+def test_hub_digest_shaped_like_a_path_names_no_file_outside_the_store(
+    fake_hub: FakeHub, store: ModelStore, tmp_path: Path
+) -> None:
+    """A Hub (or mirror) publishing a sha256 like ../../x gets a clean checksum error: the
+    partial download is named from the digest's hex digits only, inside the store."""
+    evil = "../" * 8 + "tmp/pwned"
+    fake_hub.add_repo("acme/evil", {"evil.gguf": DATA}, published_sha256={"evil.gguf": evil})
+    with pytest.raises(ChecksumMismatch):
+        pull_from(store, "acme/evil")
+    assert [p for p in tmp_path.rglob("*") if "pwned" in p.name] == []
+    assert not Path("/tmp/pwned").exists()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from attrs import define
+from hypothesis import given
+from hypothesis import strategies as st
 
 from llmserve.config import CacheSettings, ModelSettings, ServedModelSettings, ServerSettings
 from llmserve.config import Settings as AppSettings
@@ -17,6 +22,7 @@ from llmserve.engine.registry import (
     HeldGeneration,
     ModelRegistry,
     ModelSpec,
+    cache_folder_name,
     registry_from_settings,
 )
 from llmserve.errors import ConfigError, ModelLoadError, ModelNotFound, ServiceUnavailable
@@ -362,7 +368,12 @@ def test_registry_from_models_entries_inherits_the_server_keep_alive() -> None:
         ((), 5.0, True),
     ]
     # Each model's prefix cache gets a directory of its own on the disk tier.
-    assert [own.cache.disk_dir for own in built] == ["/kv/a", "/kv/org_b", "/kv/c"]
+    assert [own.cache.disk_dir for own in built] == [
+        f"/kv/{cache_folder_name('a')}",
+        f"/kv/{cache_folder_name('org/b')}",
+        f"/kv/{cache_folder_name('c')}",
+    ]
+    assert cache_folder_name("org/b").startswith("org_b-")
 
 
 async def test_embeddings_and_tokens_go_to_the_named_model(
@@ -385,3 +396,44 @@ async def test_render_chat_passes_the_tools_on(engines: list[FakeEngine], clock:
     tool = {"type": "function", "function": {"name": "f"}}
     models.render_chat([{"role": "user", "content": "hi"}], model="gamma", tools=[tool])
     assert engines[2].tools == [[tool]]
+
+
+PATH_LIKE_NAMES = ("..", ".", "...", "../x", "a/../../b", "/etc", "a\\..\\b", "~", "\x00", "org/b")
+
+
+@given(st.text(max_size=300))
+def test_cache_folder_of_any_model_name_is_one_plain_folder(name: str) -> None:
+    """Whatever a configured name holds, its disk-cache folder is one plain child of disk_dir:
+    only [A-Za-z0-9._-], never a leading dot (so never . or ..), never too long."""
+    folder = cache_folder_name(name)
+    assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,90}", folder), folder
+    assert os.path.normpath(os.path.join("/kv", folder)) == f"/kv/{folder}"
+
+
+@pytest.mark.parametrize("name", PATH_LIKE_NAMES)
+def test_path_like_model_name_gets_a_folder_inside_disk_dir(name: str) -> None:
+    """A [[models]] name like .., ../x or /etc gets its cache inside disk_dir, never above it."""
+    settings = AppSettings(
+        cache=CacheSettings(disk_dir="/kv"),
+        models=(
+            ServedModelSettings(name=name, model_path="a.gguf"),
+            ServedModelSettings(name="other", model_path="b.gguf"),
+        ),
+    )
+    built: list[AppSettings] = []
+
+    def make(own: AppSettings) -> Engine:
+        built.append(own)
+        return fake_engine_of(own)
+
+    registry_from_settings(settings, make)
+    disk_dir = built[0].cache.disk_dir
+    assert disk_dir is not None
+    assert Path(os.path.normpath(disk_dir)).parent == Path("/kv")
+
+
+def test_distinct_model_names_get_distinct_cache_folders() -> None:
+    """Names that read alike once cleaned (org/b, org_b, ORG_B) keep folders of their own."""
+    names = [*PATH_LIKE_NAMES, "org_b", "ORG_B", "Org_b", "org:b", "model", ""]
+    folders = {cache_folder_name(name).lower() for name in names}
+    assert len(folders) == len(names)
