@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from perf.conversations import Conversation
-from perf.stats import median, percentile, ratio
+from perf.stats import finite, median, percentile, ratio
 from perf.workloads import Deadline, RequestResult, Target, stream_request
 
 # The target of issue 3: turns 2+ at most this fraction of turn 1's TTFT with the cache on.
@@ -111,10 +111,6 @@ async def run_interleaved(
                 broken.add(conversation.seed)
 
 
-def _finite(values: Iterable[float]) -> list[float]:
-    return [v for v in values if not math.isnan(v)]
-
-
 def summarize_turns(prefix: str, turns: Sequence[TurnResult], n_turns: int) -> dict[str, float]:
     """Per-turn TTFT medians, turns 2+ pooled, their ratio to turn 1, and cached tokens.
 
@@ -125,10 +121,10 @@ def summarize_turns(prefix: str, turns: Sequence[TurnResult], n_turns: int) -> d
     later = [t for t in ok if t.turn > 1]
     summary: dict[str, float] = {}
     for number in range(1, n_turns + 1):
-        ttfts = _finite(t.request.ttft * 1000 for t in ok if t.turn == number)
+        ttfts = finite(t.request.ttft * 1000 for t in ok if t.turn == number)
         summary[f"{prefix}.ttft_turn{number}_ms"] = median(ttfts)
-    later_ttfts = _finite(t.request.ttft * 1000 for t in later)
-    summary[f"{prefix}.ttft_first_ms"] = median(_finite(t.request.ttft * 1000 for t in first))
+    later_ttfts = finite(t.request.ttft * 1000 for t in later)
+    summary[f"{prefix}.ttft_first_ms"] = median(finite(t.request.ttft * 1000 for t in first))
     summary[f"{prefix}.ttft_later_ms"] = median(later_ttfts)
     summary[f"{prefix}.ttft_later_p95_ms"] = percentile(later_ttfts, 95)
     summary[f"{prefix}.later_over_first"] = ratio(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -44,3 +45,24 @@ def decode_rate(tokens: int, t_first: float, t_last: float) -> float:
     if tokens < 2 or elapsed <= 0:
         return math.nan
     return (tokens - 1) / elapsed
+
+
+def gaps(times: Sequence[float]) -> list[float]:
+    """The intervals between consecutive arrival times: a stream's inter-token latencies.
+
+    ``times`` are the arrivals of a stream's text chunks (one per token); the first one's wait
+    is TTFT, not an inter-token gap, so n arrivals give n - 1 gaps.
+    """
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+def rate(count: float, seconds: float) -> float:
+    """count / seconds, NaN for an empty or negative interval (a phase that never ran)."""
+    if seconds <= 0 or math.isnan(seconds):
+        return math.nan
+    return count / seconds
+
+
+def finite(values: Iterable[float]) -> list[float]:
+    """The values that are numbers: a failed request's NaN must not reach a percentile."""
+    return [v for v in values if not math.isnan(v)]

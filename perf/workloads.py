@@ -12,8 +12,15 @@ from typing import Any
 import httpx
 
 from perf.prompts import PromptPool
-from perf.sse import DONE, SseDecoder, chunk_completion_tokens, chunk_prompt_tokens, chunk_text
-from perf.stats import decode_rate
+from perf.sse import (
+    DONE,
+    SseDecoder,
+    chunk_completion_tokens,
+    chunk_finish_reason,
+    chunk_prompt_tokens,
+    chunk_text,
+)
+from perf.stats import decode_rate, gaps, percentile, rate
 
 
 class Deadline:
@@ -54,16 +61,43 @@ class RequestResult:
     t_last: float = math.nan
     duration: float = math.nan
     error: str | None = None
+    finish_reason: str | None = None  # the last one a chunk carried
+    done: bool = False  # the stream's closing [DONE] arrived
     # The generated text: a multi-turn chat sends it back as the assistant's message.
     text: str = field(default="", repr=False)
+    # Arrival of each text chunk: the inter-token latencies. Kept out of the JSON (its
+    # percentiles go there), which would otherwise hold every token of the run.
+    times: list[float] = field(default_factory=list, repr=False)
 
     @property
     def decode_tok_s(self) -> float:
         return decode_rate(self.tokens, self.ttft, self.t_last)
 
+    @property
+    def itl(self) -> list[float]:
+        """Inter-token latencies in seconds (tokens - 1 of them)."""
+        return gaps(self.times)
+
+    @property
+    def complete(self) -> bool:
+        """Answered to the end: no error, a finish_reason, and the closing [DONE].
+
+        A stream that stops without them was cut short (server crash, dropped connection,
+        time limit), even where no exception was raised.
+        """
+        return self.ok and self.done and self.finish_reason is not None
+
     def to_json(self) -> dict[str, Any]:
-        numbers = {k: v for k, v in asdict(self).items() if k != "text"}
-        return {**numbers, "decode_tok_s": self.decode_tok_s}
+        numbers = {k: v for k, v in asdict(self).items() if k not in ("text", "times")}
+        itl_ms = [gap * 1000 for gap in self.itl]
+        return {
+            **numbers,
+            "decode_tok_s": self.decode_tok_s,
+            "complete": self.complete,
+            "itl_p50_ms": percentile(itl_ms, 50),
+            "itl_p95_ms": percentile(itl_ms, 95),
+            "itl_max_ms": max(itl_ms, default=math.nan),
+        }
 
 
 @dataclass
@@ -78,7 +112,12 @@ class ConcurrencyResult:
 
     @property
     def aggregate_tok_s(self) -> float:
-        return self.total_tokens / self.wall_s if self.wall_s > 0 else math.nan
+        return rate(self.total_tokens, self.wall_s)
+
+    @property
+    def requests_per_s(self) -> float:
+        """Requests answered to the end per second of the level's wall time."""
+        return rate(sum(r.complete for r in self.requests), self.wall_s)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +125,7 @@ class ConcurrencyResult:
             "wall_s": self.wall_s,
             "total_tokens": self.total_tokens,
             "aggregate_tok_s": self.aggregate_tok_s,
+            "requests_per_s": self.requests_per_s,
             "requests": [r.to_json() for r in self.requests],
         }
 
@@ -153,6 +193,7 @@ async def _consume_stream(
             if data is None:
                 continue
             if data == DONE:
+                result.done = True
                 return
             _record_chunk(json.loads(data), time.monotonic() - start, result)
 
@@ -165,6 +206,7 @@ def _record_chunk(chunk: dict[str, Any], now: float, result: RequestResult) -> N
     if usage is not None:
         result.usage_tokens = usage
         result.prompt_tokens, result.cached_tokens = chunk_prompt_tokens(chunk)
+    result.finish_reason = chunk_finish_reason(chunk) or result.finish_reason
     text = chunk_text(chunk)
     if not text:
         return
@@ -172,6 +214,7 @@ def _record_chunk(chunk: dict[str, Any], now: float, result: RequestResult) -> N
         result.ttft = now
     result.tokens += 1
     result.t_last = now
+    result.times.append(now)
     result.text += text
 
 
