@@ -2,19 +2,21 @@
 
 Each server is a ``ServerSpec`` built by a function in ``BUILDERS``; adding a peer is one more
 function. The command lines live here and nowhere else, so adjusting a CLI is a one-place edit.
-A server is started afresh for every workload (``decode``, ``multiturn``, ``interleaved``), so a
-builder may set options for one workload only, and ``WORKLOADS_OF`` limits a server that only
-makes sense for some (llmserve without its cache says nothing new about decoding).
+A server is started afresh for every workload (``WORKLOADS``), so a builder may set options for
+one workload only, and ``WORKLOADS_OF`` limits a server that only makes sense for some (llmserve
+without its cache says nothing new about decoding).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,9 +61,11 @@ def _flags(flags: dict[str, object]) -> list[str]:
 
 
 DECODE = "decode"
+PREFILL = "prefill"
 MULTITURN = "multiturn"
 INTERLEAVED = "interleaved"
-WORKLOADS = (DECODE, MULTITURN, INTERLEAVED)
+MIXED = "mixed"
+WORKLOADS = (DECODE, PREFILL, MULTITURN, INTERLEAVED, MIXED)
 CHAT = frozenset({MULTITURN, INTERLEAVED})
 
 
@@ -124,9 +128,13 @@ def llama_cpp_server_spec(config: ServerConfig, port: int, workload: str) -> Ser
 
 def llama_server_spec(config: ServerConfig, port: int, workload: str) -> ServerSpec:
     if config.llama_server_bin is None:
-        raise ServerStartError("llama_server needs --llama-server-bin PATH")
-    # llama-server splits --ctx-size among its --parallel slots.
-    flags = {
+        raise ServerStartError("llama_server needs --llama-server-bin PATH (or a cached build)")
+    # llama-server splits --ctx-size among its --parallel slots (one KV stream per slot when
+    # the slot count is given), so each sequence gets ctx_per_sequence like llmserve's.
+    # Its defaults are kept where they are its best: prompt cache on, with a host-memory cache
+    # of slots' prompts (--cache-ram, 8 GiB) that serves a conversation coming back to another
+    # slot, and context checkpoints for sliding-window models. --no-webui: nothing to serve.
+    flags: dict[str, object] = {
         "--model": config.model_path,
         "--host": "127.0.0.1",
         "--port": port,
@@ -135,12 +143,41 @@ def llama_server_spec(config: ServerConfig, port: int, workload: str) -> ServerS
         "--ctx-size": config.ctx_per_sequence * config.parallel,
         "--parallel": config.parallel,
         "--cont-batching": None,
+        "--no-webui": None,
     }
+    template = chat_template_file(config.model_path)
+    if template is not None:
+        flags["--chat-template-file"] = template
     return ServerSpec(
         name="llama_server",
         command=[str(config.llama_server_bin), *_flags(flags)],
         extra_body={"repeat_penalty": 1.0},
     )
+
+
+def chat_template_file(model_path: Path) -> Path | None:
+    """llmserve's built-in template for a GGUF without one, as a file for llama-server.
+
+    Without it llama-server falls back to ChatML while llmserve uses the architecture's own
+    (Gemma's for the demo model): the two would be sent different prompts. None when the GGUF
+    has a template (both then use it) or cannot be read.
+    """
+    from llmserve.engine.chat import builtin_template  # the subject's own choice, not a copy
+    from llmserve.errors import ModelLoadError
+    from llmserve.ggufmeta import read_metadata
+
+    try:
+        metadata = read_metadata(model_path)
+    except (ModelLoadError, OSError):  # an unreadable model fails at the server's start instead
+        return None
+    if metadata.chat_template is not None:
+        return None
+    name, source = builtin_template(metadata.architecture or "")
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"llmserve-bench-{name.replace(':', '-')}-{digest}.jinja"
+    if not path.is_file():
+        path.write_text(source)
+    return path
 
 
 BUILDERS: dict[str, Callable[[ServerConfig, int, str], ServerSpec]] = {

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from perf.bench import Plan, _workload_list, units
+from perf.bench import units
 from perf.conversations import Conversation, conversation_seeds, system_prompt, user_message
 from perf.multiturn import TurnResult, goal_verdict, summarize_turns
-from perf.report import ServerRun, markdown_table, summarize
+from perf.plan import Plan, _workload_list
+from perf.runs import ServerRun
 from perf.servers import ServerConfig, llama_cpp_server_spec, llmserve_nocache_spec, serves
 from perf.sse import chunk_prompt_tokens, chunk_text
+from perf.summary import summarize
+from perf.table import TableShape, markdown_table
 from perf.workloads import RequestResult
 
 CONFIG = ServerConfig(model_path=Path("m.gguf"), threads=2, ctx_per_sequence=4096, parallel=2)
@@ -207,6 +210,6 @@ def test_table_has_chat_rows_with_ratios_to_the_peer() -> None:
         ),
     }
     summaries = {name: summarize([run], []) for name, run in runs.items()}
-    table = markdown_table(summaries, list(runs), [], ["interleaved"])
+    table = markdown_table(summaries, list(runs), TableShape(workloads=["interleaved"]))
     row = next(line for line in table.splitlines() if "turns 2-5 (median)" in line)
     assert row.endswith("| 50 | 200 | 0.25x |")

@@ -7,9 +7,10 @@ import math
 import pytest
 
 from perf.prompts import PromptPool
-from perf.report import ServerRun, markdown_table, select_runs
+from perf.runs import ServerRun, select_runs
 from perf.sse import SseDecoder, chunk_completion_tokens, chunk_text
 from perf.stats import decode_rate, median, percentile, ratio
+from perf.table import TableShape, markdown_table
 
 
 def decode_all(lines: list[str]) -> list[str]:
@@ -99,7 +100,7 @@ def test_table_has_llmserve_ratio_against_the_baseline() -> None:
         "llmserve": {"single.decode_tok_s": 30.0},
         "llama_cpp_server": {"single.decode_tok_s": 20.0},
     }
-    table = markdown_table(summaries, ["llmserve", "llama_cpp_server"], [])
+    table = markdown_table(summaries, ["llmserve", "llama_cpp_server"], TableShape())
     header, _, first = table.splitlines()[:3]
     assert header.endswith("| llmserve / llama_cpp_server |")
     assert first.endswith("| 30.0 | 20.0 | 1.50x |")
