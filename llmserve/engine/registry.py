@@ -145,6 +145,7 @@ class ModelRegistry:
         self._sweep_interval_s = sweep_interval_s
         self._changed = asyncio.Event()  # set, then replaced, whenever room may have freed up
         self._started = False
+        self._stopped = False  # from stop() on, requests load nothing
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- the Engine protocol ------------------------------------------------------------------
@@ -224,6 +225,7 @@ class ModelRegistry:
 
     async def start(self) -> None:
         """Load the preloaded models, one after the other; then the registry is ready."""
+        self._stopped = False
         for model in self._models:
             if model.spec.preload:
                 await self._ensure_loaded(model)
@@ -232,6 +234,7 @@ class ModelRegistry:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="model-sweeper")
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -295,6 +298,10 @@ class ModelRegistry:
     async def _wait_loaded(self, model: _Model) -> None:
         if model.state is State.LOADED:
             return
+        if self._stopped:
+            # A request that arrived before the stop (a drain's grace period over) must not
+            # load the model back.
+            raise ServiceUnavailable("the server is shutting down")
         model.pending += 1
         try:
             await self._ensure_loaded(model)

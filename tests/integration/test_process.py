@@ -4,82 +4,31 @@ load ends the process with one line and status 1."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import attrs
 import httpx
 import pytest
 
+from tests.support.process import (
+    START_TIMEOUT_S,
+    Server,
+    clean_env,
+    running_server,
+    serve_command,
+)
 from tests.support.server import free_port
 
-START_TIMEOUT_S = 60.0
 STREAM_TOKENS = 1500  # in flight for 0.3 s (fast machine) to seconds while the test looks
-
-
-def serve_command(model: Path, port: int, *extra: str) -> list[str]:
-    return [
-        sys.executable, "-m", "llmserve", "serve",
-        "--host", "127.0.0.1", "--port", str(port), "--model-path", str(model),
-        "--parallel", "1", "--max-sequence-length", "2048", *extra,
-    ]  # fmt: skip
-
-
-def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_ENGINE_")}
-    # A loaded 2-core machine can take longer than the default 30 s drain bound to finish the
-    # test's stream; the test is about draining, not about the bound.
-    env["LLM_ENGINE_GRACEFUL_SHUTDOWN_S"] = "600"
-    return env
-
-
-@attrs.frozen
-class Server:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    stderr: Path
-
-    def log(self) -> str:
-        return self.stderr.read_text()
 
 
 @pytest.fixture(name="server")
 def fixture_server(tiny_gguf: Path, tmp_path: Path) -> Iterator[Server]:
-    """A running `llmserve serve` on the tiny model, ready; killed if a test leaves it alive."""
-    port = free_port()
-    stderr = tmp_path / "stderr.log"
-    with stderr.open("wb") as sink:
-        process = subprocess.Popen(
-            serve_command(tiny_gguf, port),
-            cwd=tmp_path,
-            env=clean_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", stderr)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _ready(server.base_url):
-            assert process.poll() is None, server.log()
-            assert time.monotonic() < deadline, "the server was not ready in time"
-            time.sleep(0.05)
+    """A running `llmserve serve` on the tiny model (one slot), ready."""
+    with running_server(tiny_gguf, tmp_path) as server:
         yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-
-
-def _ready(base_url: str) -> bool:
-    try:
-        return httpx.get(f"{base_url}/readyz").status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(server: Server) -> None:

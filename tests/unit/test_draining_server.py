@@ -7,6 +7,7 @@ import signal
 import pytest
 import uvicorn
 
+from llmserve.engine.fake import FakeEngine
 from llmserve.http.lifecycle import Lifecycle, Phase
 from llmserve.http.server import DrainingServer
 
@@ -20,8 +21,10 @@ def fixture_lifecycle() -> Lifecycle:
     return Lifecycle(phase=Phase.READY)
 
 
-def server_for(lifecycle: Lifecycle, grace_s: float = 30.0) -> DrainingServer:
-    return DrainingServer(uvicorn.Config(_app), lifecycle, grace_s=grace_s)
+def server_for(
+    lifecycle: Lifecycle, grace_s: float = 30.0, cut_wait_s: float = 2.0
+) -> DrainingServer:
+    return DrainingServer(uvicorn.Config(_app), lifecycle, grace_s=grace_s, cut_wait_s=cut_wait_s)
 
 
 async def test_sigterm_drains_and_keeps_serving(lifecycle: Lifecycle) -> None:
@@ -42,12 +45,35 @@ async def test_drained_server_stops(lifecycle: Lifecycle) -> None:
     assert await server.on_tick(1)
 
 
-async def test_grace_period_bounds_the_drain(lifecycle: Lifecycle) -> None:
-    """Requests still in flight when the grace period is over do not hold the server."""
+async def test_grace_period_over_stops_the_engine_before_the_server(lifecycle: Lifecycle) -> None:
+    """When the grace period is over the engine is stopped first (what is in flight gets its
+    503), and the server stops once that is done: requests still in flight do not hold it."""
+    engine = FakeEngine(loaded=True)
+    lifecycle.engine = engine
     lifecycle.in_flight = 2
-    server = server_for(lifecycle, grace_s=0.0)
+    server = server_for(lifecycle, grace_s=0.0, cut_wait_s=0.0)
     server.handle_exit(signal.SIGTERM, None)
-    assert await server.on_tick(1)
+    assert not await server.on_tick(1)
+    assert server.cutting is not None
+    await server.cutting
+    assert engine.stopped
+    assert await server.on_tick(2)
+
+
+async def test_requests_ending_after_the_cut_stop_the_server_at_once(
+    lifecycle: Lifecycle,
+) -> None:
+    """Once the cut has made the last request answer, the server need not wait any longer."""
+    lifecycle.engine = FakeEngine(loaded=True)
+    lifecycle.in_flight = 1
+    server = server_for(lifecycle, grace_s=0.0, cut_wait_s=60.0)
+    server.handle_exit(signal.SIGTERM, None)
+    await server.on_tick(1)
+    assert server.cutting is not None
+    await server.cutting
+    assert not await server.on_tick(2)
+    lifecycle.in_flight = 0
+    assert await server.on_tick(3)
 
 
 def test_second_sigterm_stops_at_once(lifecycle: Lifecycle) -> None:

@@ -312,6 +312,21 @@ async def test_stop_unloads_every_loaded_model(engines: list[FakeEngine], clock:
     assert not any(engine.loaded for engine in engines)
 
 
+async def test_requests_after_stop_are_503_and_load_nothing(
+    engines: list[FakeEngine], clock: StepClock
+) -> None:
+    """A request reaching the registry after stop() (a drain whose grace period is over) is
+    a 503: it does not load its model back."""
+    models = registry(engines, clock)
+    await use(models, "alpha")
+    await models.stop()
+    with pytest.raises(ServiceUnavailable, match="shutting down"):
+        await models.submit(request("beta"))
+    with pytest.raises(ServiceUnavailable, match="shutting down"):
+        await models.tokenize_text("hi", add_special=False, model="alpha")
+    assert not any(engine.loaded for engine in engines)
+
+
 async def test_render_chat_uses_the_named_models_template(
     engines: list[FakeEngine], clock: StepClock
 ) -> None:
