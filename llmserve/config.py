@@ -104,6 +104,8 @@ class ModelSettings:
     parallel: int = field(default=4, validator=_at_least(1))  # sequence slots of the worker
     n_threads: int | None = field(default=None, validator=_at_least(1))  # None: every core
     n_batch: int = field(default=512, validator=_at_least(1))  # tokens per llama_decode step
+    # Prompt tokens per step while other sequences are generating (their inter-token latency).
+    prefill_chunk: int = field(default=256, validator=_at_least(1))
     chat_template: str | None = field(default=None, validator=_not_empty)  # overrides the GGUF's
 
 
@@ -227,6 +229,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "parallel": ("model", "parallel"),
     "n_threads": ("model", "n_threads"),
     "n_batch": ("model", "n_batch"),
+    "prefill_chunk": ("model", "prefill_chunk"),
     "cache_enabled": ("cache", "enabled"),
     "cache_size_mb": ("cache", "max_size_mb"),
     "cache_eviction_policy": ("cache", "eviction_policy"),

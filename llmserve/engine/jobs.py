@@ -91,6 +91,9 @@ class WorkerConfig:
     n_batch: int
     n_threads: int
     n_gpu_layers: int
+    # Prompt tokens per step while another slot is generating: a smaller chunk keeps their
+    # inter-token latency down; with no slot generating, a prompt gets all of n_batch.
+    prefill_chunk: int = 256
     kv_unified: bool = True
     swa_full: bool = False
     reuse_prefix: bool = True  # serve a prompt's prefix from a slot's live KV when it matches

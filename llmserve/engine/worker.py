@@ -1,8 +1,9 @@
 """One llama context with N sequence slots, advanced together by one thread (continuous batching).
 
 Each step builds ONE ``llama_decode`` batch holding the next token of every generating slot
-plus prompt chunks of newly admitted slots, within ``n_batch`` tokens, so a long prompt delays
-the other streams by at most one chunk. Sampling runs on native llama.cpp sampler chains.
+plus prompt chunks of newly admitted slots, within ``n_batch`` tokens (``prefill_chunk`` prompt
+tokens while any slot is generating), so a long prompt delays the other streams by at most one
+small chunk. Sampling runs on native llama.cpp sampler chains.
 Events go back to the asyncio loop once per step through the injected ``deliver`` callable.
 """
 
@@ -307,7 +308,7 @@ class Worker:
                 slot.kv_tokens.append(run.last_token)
                 run.last_token = None
                 n += 1
-        budget = self.config.n_batch - n
+        budget = self._prompt_budget(n)
         for slot, run in sorted(active, key=lambda pair: pair[1].job.enqueued_at):
             if not run.pending or budget <= 0:
                 continue
@@ -347,6 +348,18 @@ class Worker:
                 if first:
                     self._flush_outbox()  # the first token goes out before the state copy
                     self._checkpoint_prompt(slot)
+
+    def _prompt_budget(self, n_generating: int) -> int:
+        """Prompt tokens this step may carry beside ``n_generating`` streams' next tokens.
+
+        A step's duration grows with its prompt tokens (~650 ms for 512 on two CPU cores), and
+        every generating stream waits for it: while any stream is generating, prompts go in
+        smaller chunks (prefill_chunk); with none, a lone prompt is read at full n_batch.
+        """
+        budget = self.config.n_batch - n_generating
+        if n_generating:
+            budget = min(budget, self.config.prefill_chunk)
+        return budget
 
     def _checkpoint_prompt(self, slot: Slot) -> None:
         """On a sliding-window model, also cache the state at the end of a long prompt.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from llmserve.engine.model import LlamaModel
@@ -12,6 +14,8 @@ from llmserve.engine.protocol import SamplingParams, TokenEvent
 from llmserve.engine.worker import Item, Job, Sink, Worker, WorkerConfig
 
 N_BATCH = 32
+LONG_PROMPT = [1] + [300 + i % 500 for i in range(299)]  # 300 tokens
+GREEDY = SamplingParams(temperature=0.0)
 
 
 class RecordingSink:
@@ -23,8 +27,9 @@ class RecordingSink:
         self.finished = threading.Event()
 
 
-def test_long_prompt_never_stalls_a_generating_stream(tiny_gguf: Path) -> None:
-    """While a 300-token prompt is prefilled in chunks, the live stream gets a token every step."""
+@contextmanager
+def running_worker(tiny_gguf: Path, config: WorkerConfig) -> Iterator[Worker]:
+    """A started worker whose events land in RecordingSinks, stamped with the step count."""
     model = LlamaModel(tiny_gguf)
     worker: Worker
 
@@ -37,27 +42,74 @@ def test_long_prompt_never_stalls_a_generating_stream(tiny_gguf: Path) -> None:
             if getattr(item, "finish_reason", None) is not None:
                 sink.finished.set()
 
-    config = WorkerConfig(n_slots=2, n_ctx_seq=512, n_batch=N_BATCH, n_threads=1, n_gpu_layers=0)
     worker = Worker(model, config, deliver, max_queued=10)
     worker.start()
     try:
-        live, late = RecordingSink(), RecordingSink()
-        greedy = SamplingParams(temperature=0.0)
-        worker.submit(
-            Job(tokens=[1, 100, 200], max_tokens=120, stop=(), sampling=greedy, sink=live)
-        )
-        while len(live.steps) < 3:
-            time.sleep(0.001)
-        long_prompt = [1] + [300 + i % 500 for i in range(299)]
-        worker.submit(Job(tokens=long_prompt, max_tokens=2, stop=(), sampling=greedy, sink=late))
-        assert late.finished.wait(30)
-        assert live.finished.wait(30)
+        yield worker
     finally:
         worker.stop()
         model.close()
+
+
+def submit(worker: Worker, tokens: list[int], max_tokens: int) -> RecordingSink:
+    sink = RecordingSink()
+    worker.submit(Job(tokens=tokens, max_tokens=max_tokens, stop=(), sampling=GREEDY, sink=sink))
+    return sink
+
+
+def long_prompt_beside_a_live_stream(worker: Worker) -> tuple[RecordingSink, RecordingSink, int]:
+    """A stream that is generating, then a long prompt arriving; both run to their end.
+
+    Also returns the step count when the long prompt was submitted.
+    """
+    live = submit(worker, [1, 100, 200], max_tokens=120)
+    while len(live.steps) < 3:
+        time.sleep(0.001)
+    submitted_at = worker.steps
+    late = submit(worker, LONG_PROMPT, max_tokens=2)
+    assert late.finished.wait(30)
+    assert live.finished.wait(30)
+    return live, late, submitted_at
+
+
+def test_long_prompt_never_stalls_a_generating_stream(tiny_gguf: Path) -> None:
+    """While a 300-token prompt is prefilled in chunks, the live stream gets a token every step."""
+    config = WorkerConfig(
+        n_slots=2,
+        n_ctx_seq=512,
+        n_batch=N_BATCH,
+        n_threads=1,
+        n_gpu_layers=0,
+    )
+    with running_worker(tiny_gguf, config) as worker:
+        live, late, _ = long_prompt_beside_a_live_stream(worker)
     first_late = late.steps[0]
     during = [s for s in live.steps if s <= first_late]
     # The live stream's events come one per step, with no gap while the long prompt loads.
     assert during == list(range(during[0], during[-1] + 1))
     # And the long prompt really took several chunks of at most N_BATCH - 1 tokens.
     assert first_late - during[0] >= math.ceil(300 / (N_BATCH - 1)) - 1
+
+
+def test_prompt_chunks_shrink_to_prefill_chunk_while_a_stream_generates(tiny_gguf: Path) -> None:
+    """Beside a generating stream, a prompt goes in prefill_chunk tokens a step, not n_batch."""
+    config = WorkerConfig(
+        n_slots=2, n_ctx_seq=512, n_batch=128, n_threads=1, n_gpu_layers=0, prefill_chunk=16
+    )
+    with running_worker(tiny_gguf, config) as worker:
+        live, late, submitted_at = long_prompt_beside_a_live_stream(worker)
+    # The prompt's first token comes once its 300 tokens went in at most 16 a step (the live
+    # stream generated throughout); in chunks of 128 it would have come within 4 steps.
+    assert live.steps[-1] > late.steps[0]
+    assert late.steps[0] - submitted_at >= math.ceil(300 / 16)
+
+
+def test_a_lone_prompt_is_read_in_full_n_batch_chunks(tiny_gguf: Path) -> None:
+    """With no stream generating, prefill_chunk does not apply: 300 tokens take 3 steps of 128."""
+    config = WorkerConfig(
+        n_slots=2, n_ctx_seq=512, n_batch=128, n_threads=1, n_gpu_layers=0, prefill_chunk=16
+    )
+    with running_worker(tiny_gguf, config) as worker:
+        lone = submit(worker, LONG_PROMPT, max_tokens=1)
+        assert lone.finished.wait(30)
+    assert lone.steps[0] == math.ceil(300 / 128)
