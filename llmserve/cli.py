@@ -47,6 +47,7 @@ SETTING_FLAGS = (
     "device",
     "parallel",
     "max_sequence_length",
+    "kv_unified",
     "models_dir",
     "log_level",
 )
@@ -91,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--device", help="cpu, gpu or cuda")
     group.add_argument("--parallel", help="sequences decoded together (default 4)")
     group.add_argument("--max-sequence-length", help="context tokens of one sequence")
+    group.add_argument(
+        "--kv-unified", help="true: one KV buffer for all sequences; false: one each"
+    )
     group.add_argument("--models-dir", help="the model store (default ~/.cache/llmserve/models)")
     group.add_argument("--log-level", help="debug, info, warning, error or critical")
 

@@ -106,6 +106,7 @@ class ModelSettings:
     n_batch: int = field(default=512, validator=_at_least(1))  # tokens per llama_decode step
     # Prompt tokens per step while other sequences are generating (their inter-token latency).
     prefill_chunk: int = field(default=256, validator=_at_least(1))
+    kv_unified: bool = True  # one KV buffer for all slots; false: one per slot
     chat_template: str | None = field(default=None, validator=_not_empty)  # overrides the GGUF's
 
 
@@ -230,6 +231,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "n_threads": ("model", "n_threads"),
     "n_batch": ("model", "n_batch"),
     "prefill_chunk": ("model", "prefill_chunk"),
+    "kv_unified": ("model", "kv_unified"),
     "cache_enabled": ("cache", "enabled"),
     "cache_size_mb": ("cache", "max_size_mb"),
     "cache_eviction_policy": ("cache", "eviction_policy"),

@@ -94,6 +94,8 @@ class WorkerConfig:
     # Prompt tokens per step while another slot is generating: a smaller chunk keeps their
     # inter-token latency down; with no slot generating, a prompt gets all of n_batch.
     prefill_chunk: int = 256
+    # One KV stream shared by all slots (True), or one stream per slot (False): see
+    # README's configuration reference for the measured trade-off.
     kv_unified: bool = True
     swa_full: bool = False
     reuse_prefix: bool = True  # serve a prompt's prefix from a slot's live KV when it matches

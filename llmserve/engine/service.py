@@ -193,6 +193,7 @@ class LlamaEngine:
             n_ctx_seq=self._n_ctx_seq,
             n_batch=settings.n_batch,
             prefill_chunk=settings.prefill_chunk,
+            kv_unified=settings.kv_unified,
             n_threads=settings.n_threads or os.cpu_count() or 1,
             n_gpu_layers=n_gpu_layers,
             reuse_prefix=self._settings.cache.enabled,

@@ -106,6 +106,10 @@ class Worker:
     def running(self) -> int:
         return sum(1 for s in self._slots if s.run is not None)
 
+    def busy_slots(self) -> list[int]:
+        """The sequence ids of the slots running a job (a snapshot, for stats and tests)."""
+        return [s.seq_id for s in self._slots if s.run is not None]
+
     def waiting(self) -> int:
         return len(self._inbox)
 
@@ -159,21 +163,72 @@ class Worker:
             if len(free) < job.n:
                 return
             self._inbox.popleft()
-            best, reuse = max(
-                ((s, self._usable_prefix(s, job.tokens)) for s in free),
-                key=lambda pair: (pair[1], -pair[0].last_used),
-            )
+            best, reuse = self._choose_slot(free, job.tokens)
             if self.cache is not None:
-                hit = self.cache.lookup(job.tokens)
-                if hit is not None and hit.length > reuse:
-                    # The least recently used free slot: its KV was saved when it finished.
-                    target = min(free, key=lambda s: s.last_used)
-                    if self._restore(self.cache, target, hit):
-                        best, reuse = target, hit.length
-                self.cache.record(reuse)
-            # The other choices take the least recently used slots: their KV is overwritten.
-            others = sorted((s for s in free if s is not best), key=lambda s: s.last_used)
-            self._assign(best, job, reuse, others[: job.n - 1])
+                best, reuse = self._consider_cache(self.cache, job.tokens, free, best, reuse)
+            self._assign(best, job, reuse, self._followers(free, best, job.n - 1))
+
+    def _choose_slot(self, free: list[Slot], tokens: list[int]) -> tuple[Slot, int]:
+        """The free slot for a job's first choice, and the prompt tokens its live KV serves.
+
+        Unified KV: the longest live prefix, else the least recently used slot. Per-slot KV
+        streams: llama.cpp decodes only consecutive sequence ids in one ubatch, so a slot
+        that leaves a gap among the busy ones costs every step a second pass over the weights;
+        a live prefix elsewhere wins only when it saves a whole n_batch of prompt tokens.
+        """
+        scored = [(slot, self._usable_prefix(slot, tokens)) for slot in free]
+        if self.config.kv_unified:
+            return max(scored, key=lambda pair: (pair[1], -pair[0].last_used))
+        near = min(scored, key=lambda pair: self._gap_key(pair[0], ()))
+        far = max(scored, key=lambda pair: (pair[1], -pair[0].seq_id))
+        return far if far[1] - near[1] >= self.config.n_batch else near
+
+    def _consider_cache(
+        self, cache: PrefixCache, tokens: list[int], free: list[Slot], best: Slot, reuse: int
+    ) -> tuple[Slot, int]:
+        """Restore a longer cached prefix into a free slot; the slot and reuse to go on with."""
+        hit = cache.lookup(tokens)
+        if self.config.kv_unified:
+            # The least recently used free slot: its KV was saved when it finished.
+            target = min(free, key=lambda s: s.last_used)
+            wanted = hit is not None and hit.length > reuse
+        else:
+            # Per-slot streams: as long a prefix restored into the gap-free slot beats a live
+            # one elsewhere (a restore takes milliseconds, a gap costs every step).
+            target = min(free, key=lambda s: self._gap_key(s, ()))
+            wanted = hit is not None and (
+                hit.length > reuse or (hit.length == reuse > 0 and target is not best)
+            )
+        if hit is not None and wanted:
+            if self._restore(cache, target, hit):
+                best, reuse = target, hit.length
+            elif target is best:
+                reuse = 0  # the failed restore emptied the slot whose live prefix we chose
+        cache.record(reuse)
+        return best, reuse
+
+    def _followers(self, free: list[Slot], best: Slot, count: int) -> list[Slot]:
+        """Slots for a job's other choices; their KV is overwritten by choice 0's prompt."""
+        rest = [s for s in free if s is not best]
+        if self.config.kv_unified:
+            return sorted(rest, key=lambda s: s.last_used)[:count]
+        chosen: list[Slot] = []
+        for _ in range(min(count, len(rest))):
+            nearest = min(rest, key=lambda s: self._gap_key(s, (best, *chosen)))
+            rest.remove(nearest)
+            chosen.append(nearest)
+        return chosen
+
+    def _gap_key(self, slot: Slot, joining: Sequence[Slot]) -> tuple[int, int]:
+        """Orders free slots for per-slot KV streams: those inside or next to the busy range
+        of sequence ids first (no new gap), then farther ones; the lowest id among equals."""
+        busy = [s.seq_id for s in self._slots if s.run is not None]
+        busy += [s.seq_id for s in joining]
+        if not busy:
+            return 0, slot.seq_id
+        low, high = min(busy), max(busy)
+        distance = max(low - slot.seq_id, slot.seq_id - high, 0)
+        return distance, slot.seq_id
 
     def _restore(self, cache: PrefixCache, slot: Slot, hit: Hit) -> bool:
         """Load a cached state into a slot's sequence; False (slot emptied) on failure."""

@@ -61,7 +61,9 @@ def fixture_story(model: LlamaModel) -> list[int]:
     return tokens[:1300]
 
 
-def start_worker(model: LlamaModel, cache: PrefixCache | None) -> Worker:
+def start_worker(
+    model: LlamaModel, cache: PrefixCache | None, *, kv_unified: bool = True
+) -> Worker:
     def deliver(items: list[tuple[Sink, Item]]) -> None:
         for sink, item in items:
             if isinstance(sink, Waiter) and getattr(item, "finish_reason", None):
@@ -75,6 +77,7 @@ def start_worker(model: LlamaModel, cache: PrefixCache | None) -> Worker:
         n_threads=2,
         n_gpu_layers=0,
         reuse_prefix=cache is not None,
+        kv_unified=kv_unified,
     )
     worker = Worker(model, config, deliver, max_queued=8, cache=cache)
     worker.start()
@@ -106,9 +109,11 @@ def queries(story: list[int]) -> list[list[int]]:
     ]
 
 
-def run_with_cache(model: LlamaModel, story: list[int], swa: SwaRule) -> list[tuple[Any, Usage]]:
+def run_with_cache(
+    model: LlamaModel, story: list[int], swa: SwaRule, *, kv_unified: bool = True
+) -> list[tuple[Any, Usage]]:
     cache = PrefixCache(identity="test", ram_bytes=2 << 30, swa=swa)
-    worker = start_worker(model, cache)
+    worker = start_worker(model, cache, kv_unified=kv_unified)
     try:
         for length in (600, 1000, 1300):  # cached entries of several lengths
             first_logits(worker, story[:length])
@@ -126,11 +131,13 @@ def fixture_from_scratch(model: LlamaModel, story: list[int]) -> list[Any]:
         worker.stop()
 
 
+@pytest.mark.parametrize("kv_unified", [True, False], ids=["unified", "per-slot"])
 def test_cached_prefixes_give_the_logits_of_a_fresh_computation(
-    model: LlamaModel, story: list[int], from_scratch: list[Any]
+    model: LlamaModel, story: list[int], from_scratch: list[Any], kv_unified: bool
 ) -> None:
-    """With the window rule, every cached continuation matches its from-scratch logits."""
-    cached = run_with_cache(model, story, SwaRule(model.facts.n_swa))
+    """With the window rule, every cached continuation matches its from-scratch logits, in
+    either KV layout (the reference is computed unified, without cache)."""
+    cached = run_with_cache(model, story, SwaRule(model.facts.n_swa), kv_unified=kv_unified)
     assert model.facts.n_swa == 512
     reused = [usage.cached_tokens for _, usage in cached]
     assert sum(1 for n in reused if n > 0) >= 3, f"the cache must have served some: {reused}"

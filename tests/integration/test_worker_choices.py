@@ -25,8 +25,9 @@ class CollectingSink:
         self.done = threading.Event()
 
 
-@pytest.fixture(name="worker")
-def fixture_worker(tiny_gguf: Path) -> Iterator[Worker]:
+@pytest.fixture(name="worker", params=[True, False], ids=["unified", "per-slot"])
+def fixture_worker(tiny_gguf: Path, request: pytest.FixtureRequest) -> Iterator[Worker]:
+    """A worker of 4 slots, in both KV layouts: per-slot streams fork by copying a stream."""
     model = LlamaModel(tiny_gguf)
 
     def deliver(items: list[tuple[Sink, Item]]) -> None:
@@ -39,7 +40,13 @@ def fixture_worker(tiny_gguf: Path) -> Iterator[Worker]:
 
     # No prefix reuse: every job decodes its whole prompt, so steps count prompt decodes.
     config = WorkerConfig(
-        n_slots=4, n_ctx_seq=512, n_batch=N_BATCH, n_threads=1, n_gpu_layers=0, reuse_prefix=False
+        n_slots=4,
+        n_ctx_seq=512,
+        n_batch=N_BATCH,
+        n_threads=1,
+        n_gpu_layers=0,
+        reuse_prefix=False,
+        kv_unified=request.param,
     )
     worker = Worker(model, config, deliver, max_queued=10)
     worker.start()

@@ -1,4 +1,5 @@
-"""The worker's continuous batching: long prompts are prefilled in chunks beside live streams."""
+"""The worker's continuous batching: long prompts are prefilled in chunks beside live streams,
+and new jobs are placed in slots that suit the KV layout."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from llmserve.engine.model import LlamaModel
 from llmserve.engine.protocol import SamplingParams, TokenEvent
@@ -16,6 +20,7 @@ from llmserve.engine.worker import Item, Job, Sink, Worker, WorkerConfig
 N_BATCH = 32
 LONG_PROMPT = [1] + [300 + i % 500 for i in range(299)]  # 300 tokens
 GREEDY = SamplingParams(temperature=0.0)
+LAYOUTS = pytest.mark.parametrize("kv_unified", [True, False], ids=["unified", "per-slot"])
 
 
 class RecordingSink:
@@ -25,6 +30,18 @@ class RecordingSink:
         self.cancelled = False
         self.steps: list[int] = []
         self.finished = threading.Event()
+
+
+def worker_config(**changes: Any) -> WorkerConfig:
+    """Two slots of 512 tokens, n_batch N_BATCH, on one thread; ``changes`` override."""
+    fields: dict[str, Any] = {
+        "n_slots": 2,
+        "n_ctx_seq": 512,
+        "n_batch": N_BATCH,
+        "n_threads": 1,
+        "n_gpu_layers": 0,
+    }
+    return WorkerConfig(**{**fields, **changes})
 
 
 @contextmanager
@@ -72,15 +89,10 @@ def long_prompt_beside_a_live_stream(worker: Worker) -> tuple[RecordingSink, Rec
     return live, late, submitted_at
 
 
-def test_long_prompt_never_stalls_a_generating_stream(tiny_gguf: Path) -> None:
+@LAYOUTS
+def test_long_prompt_never_stalls_a_generating_stream(tiny_gguf: Path, kv_unified: bool) -> None:
     """While a 300-token prompt is prefilled in chunks, the live stream gets a token every step."""
-    config = WorkerConfig(
-        n_slots=2,
-        n_ctx_seq=512,
-        n_batch=N_BATCH,
-        n_threads=1,
-        n_gpu_layers=0,
-    )
+    config = worker_config(kv_unified=kv_unified)
     with running_worker(tiny_gguf, config) as worker:
         live, late, _ = long_prompt_beside_a_live_stream(worker)
     first_late = late.steps[0]
@@ -93,9 +105,7 @@ def test_long_prompt_never_stalls_a_generating_stream(tiny_gguf: Path) -> None:
 
 def test_prompt_chunks_shrink_to_prefill_chunk_while_a_stream_generates(tiny_gguf: Path) -> None:
     """Beside a generating stream, a prompt goes in prefill_chunk tokens a step, not n_batch."""
-    config = WorkerConfig(
-        n_slots=2, n_ctx_seq=512, n_batch=128, n_threads=1, n_gpu_layers=0, prefill_chunk=16
-    )
+    config = worker_config(n_batch=128, prefill_chunk=16)
     with running_worker(tiny_gguf, config) as worker:
         live, late, submitted_at = long_prompt_beside_a_live_stream(worker)
     # The prompt's first token comes once its 300 tokens went in at most 16 a step (the live
@@ -106,10 +116,33 @@ def test_prompt_chunks_shrink_to_prefill_chunk_while_a_stream_generates(tiny_ggu
 
 def test_a_lone_prompt_is_read_in_full_n_batch_chunks(tiny_gguf: Path) -> None:
     """With no stream generating, prefill_chunk does not apply: 300 tokens take 3 steps of 128."""
-    config = WorkerConfig(
-        n_slots=2, n_ctx_seq=512, n_batch=128, n_threads=1, n_gpu_layers=0, prefill_chunk=16
-    )
+    config = worker_config(n_batch=128, prefill_chunk=16)
     with running_worker(tiny_gguf, config) as worker:
         lone = submit(worker, LONG_PROMPT, max_tokens=1)
         assert lone.finished.wait(30)
     assert lone.steps[0] == math.ceil(300 / 128)
+
+
+@pytest.mark.parametrize(
+    ("kv_unified", "expected"),
+    [(True, [1, 2]), (False, [0, 1])],
+    ids=["unified-least-recently-used", "per-slot-contiguous"],
+)
+def test_new_jobs_take_slots_by_kv_layout(
+    tiny_gguf: Path, kv_unified: bool, expected: list[int]
+) -> None:
+    """After a job finished in slot 0, unified KV takes the least recently used slots (1, 2);
+    per-slot streams take 0 and 1, so that one ubatch decodes both generating sequences."""
+    # No prefix reuse: every free slot serves a prompt equally well, only placement counts.
+    config = worker_config(n_slots=4, reuse_prefix=False, kv_unified=kv_unified)
+    with running_worker(tiny_gguf, config) as worker:
+        assert submit(worker, [1, 5, 6], max_tokens=2).finished.wait(30)
+        first = submit(worker, [1, 7, 8], max_tokens=400)
+        while not first.steps:
+            time.sleep(0.001)
+        second = submit(worker, [1, 9, 10], max_tokens=400)
+        while not second.steps:
+            time.sleep(0.001)
+        busy = worker.busy_slots()
+        first.cancelled = second.cancelled = True
+    assert busy == expected
