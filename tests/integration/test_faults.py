@@ -53,7 +53,6 @@ def test_disk_cache_folder_turning_unwritable_breaks_no_request(
         serve_app(create_app(settings)) as base_url,
         openai.OpenAI(base_url=f"{base_url}/v1", api_key="x", max_retries=0) as client,
     ):
-
         requests = iter(range(1000))
 
         def serve_until(done: Callable[[], bool]) -> None:
