@@ -20,7 +20,7 @@ import httpx
 
 from perf.soak_answers import StreamFold, answer_problem, answer_text, envelope_problem
 from perf.soak_requests import CHAT, SoakRequest
-from perf.sse import DONE, SseDecoder
+from perf.sse import DONE, event_data
 
 EXPECTED = frozenset({"ok", "cut", "abandoned", "rejected", "overloaded"})
 
@@ -129,14 +129,11 @@ def _judge_answer(request: SoakRequest, payload: object, outcome: Outcome) -> No
 
 
 async def _read_stream(request: SoakRequest, response: httpx.Response, outcome: Outcome) -> None:
-    decoder, fold, events = SseDecoder(), StreamFold(), 0
+    fold, events = StreamFold(), 0
     if request.cut_after == 0:
         outcome.outcome = "cut"  # hang up as soon as the headers are in
         return
-    async for line in response.aiter_lines():
-        data = decoder.feed(line)
-        if data is None:
-            continue
+    async for data in event_data(response.aiter_lines()):
         if data == DONE:
             break
         events += 1

@@ -7,15 +7,15 @@ and so that the thresholds are read in one place.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from perf.rss import parse_status, read_status
+
 MIB = 1 << 20
-_VMRSS = re.compile(r"^VmRSS:\s+(\d+)\s+kB\s*$", re.M)
 
 # Metric names (llmserve/metrics.py).
 RUNNING = "llm_engine_requests_running"
@@ -31,16 +31,14 @@ CACHE_MISSES = "llm_engine_cache_misses_total"
 
 def parse_vm_rss(status_text: str) -> int | None:
     """Resident set size in bytes from the text of /proc/<pid>/status (None: no VmRSS line,
-    as for a zombie)."""
-    match = _VMRSS.search(status_text)
-    return int(match.group(1)) * 1024 if match else None
+    as for a zombie). The parsing is perf/rss.py's, shared with the benchmark."""
+    kib = parse_status(status_text).get("VmRSS")
+    return None if kib is None else kib * 1024
 
 
 def read_rss(pid: int) -> int | None:
-    try:
-        return parse_vm_rss(Path(f"/proc/{pid}/status").read_text())
-    except OSError:
-        return None
+    kib = read_status(pid).get("VmRSS")
+    return None if kib is None else kib * 1024
 
 
 def slope_per_minute(samples: Sequence[tuple[float, float]]) -> float:

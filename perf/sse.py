@@ -6,6 +6,7 @@ chunks (``choices[0].delta.content``), so one stream reader serves both endpoint
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 DONE = "[DONE]"
@@ -43,6 +44,15 @@ class SseDecoder:
         data = "\n".join(self._data)
         self._data = []
         return data
+
+
+async def event_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:
+    """The data of each SSE event in ``lines`` (an httpx response's ``aiter_lines()``)."""
+    decoder = SseDecoder()
+    async for line in lines:
+        data = decoder.feed(line)
+        if data is not None:
+            yield data
 
 
 def chunk_text(chunk: dict[str, Any]) -> str:

@@ -14,11 +14,11 @@ import httpx
 from perf.prompts import PromptPool
 from perf.sse import (
     DONE,
-    SseDecoder,
     chunk_completion_tokens,
     chunk_finish_reason,
     chunk_prompt_tokens,
     chunk_text,
+    event_data,
 )
 from perf.stats import decode_rate, gaps, percentile, rate
 
@@ -182,16 +182,12 @@ async def _consume_stream(
     start: float,
     result: RequestResult,
 ) -> None:
-    decoder = SseDecoder()
     async with client.stream("POST", url, json=body) as response:
         if response.status_code != 200:
             text = (await response.aread()).decode(errors="replace")
             result.error = f"HTTP {response.status_code}: {text[:300]}"
             return
-        async for line in response.aiter_lines():
-            data = decoder.feed(line)
-            if data is None:
-                continue
+        async for data in event_data(response.aiter_lines()):
             if data == DONE:
                 result.done = True
                 return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -125,3 +126,19 @@ def test_least_noisy_run_is_kept_when_there_is_no_quiet_one() -> None:
         "a decode run 1: left out, others used 1.20 cores",
         "a decode run 2: kept though others used 0.50 cores (no quiet run)",
     ]
+
+
+def test_event_data_yields_each_events_data_and_skips_comments() -> None:
+    """The SSE reading loop shared by the benchmark and the soak client."""
+    import asyncio
+
+    from perf.sse import event_data
+
+    async def lines() -> AsyncIterator[str]:
+        for line in [": ping", 'data: {"a": 1}', "", "data: [DONE]", ""]:
+            yield line
+
+    async def collect() -> list[str]:
+        return [data async for data in event_data(lines())]
+
+    assert asyncio.run(collect()) == ['{"a": 1}', "[DONE]"]
