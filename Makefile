@@ -11,6 +11,15 @@ PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.llmserve-installed
 comma := ,
 
+# llama.cpp's native CPU build uses AMX wherever the CPU lists it, but some virtual machines list
+# AMX and then fault on its first tile instruction (a segfault in the first llama_decode of a
+# quantized model). .ci/amx_probe.c runs one tile instruction; where it does not work, llama.cpp
+# is built without AMX (GCC's -mno-amx-* win over -march=native whatever their order).
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+AMX_WORKS := $(shell d=$$(mktemp -d) && cc -O1 -mamx-tile -o $$d/probe .ci/amx_probe.c \
+	2>/dev/null && $$d/probe 2>/dev/null && echo yes; rm -rf $$d)
+LLAMA_CMAKE_ARGS := $(CMAKE_ARGS) $(if $(AMX_WORKS),,'-DCMAKE_C_FLAGS=$(NO_AMX)' '-DCMAKE_CXX_FLAGS=$(NO_AMX)')
+
 .PHONY: venv install serve test lint format bench clean distclean
 
 venv: $(BIN)/python
@@ -23,7 +32,7 @@ $(BIN)/python:
 # pyproject.toml changes. Not --quiet: a first install compiles llama.cpp for minutes, and pip's
 # "still running..." lines show it is alive.
 $(STAMP)-%: pyproject.toml | $(BIN)/python
-	$(PIP) install --editable '.[$(subst +,$(comma),$*)]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --editable '.[$(subst +,$(comma),$*)]'
 	@touch $@
 
 install: $(STAMP)-demo

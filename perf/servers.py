@@ -162,9 +162,9 @@ def chat_template_file(model_path: Path) -> Path | None:
     (Gemma's for the demo model): the two would be sent different prompts. None when the GGUF
     has a template (both then use it) or cannot be read.
     """
-    from llmserve.engine.chat import builtin_template  # the subject's own choice, not a copy
     from llmserve.errors import ModelLoadError
-    from llmserve.ggufmeta import read_metadata
+    from llmserve.models.ggufmeta import read_metadata
+    from llmserve.prompt.chat import builtin_template  # the subject's own choice, not a copy
 
     try:
         metadata = read_metadata(model_path)

@@ -17,7 +17,7 @@ from perf.rss import parse_status, read_status
 
 MIB = 1 << 20
 
-# Metric names (llmserve/metrics.py).
+# Metric names (llmserve/ops/metrics.py).
 RUNNING = "llm_engine_requests_running"
 WAITING = "llm_engine_requests_waiting"
 CACHE_BYTES = "llm_engine_cache_bytes"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from attrs import field, frozen
+
+# Defined in ops (metrics read them without the engine); the engine fills them in.
+from llmserve.ops.stats import CacheSnapshot as CacheSnapshot
+from llmserve.ops.stats import EngineStats as EngineStats
+from llmserve.ops.stats import ModelStats as ModelStats
 
 FinishReason = Literal["stop", "length"]
 
@@ -124,41 +129,30 @@ class ModelInfo:
 
 
 @frozen
-class CacheSnapshot:
-    """Prefix cache counters; ``tier``-keyed maps have "ram" and "disk"."""
+class TemplateSource:
+    """What a loaded model says about its chat template; the prompt layer compiles it."""
 
-    hits: int = 0
-    misses: int = 0
-    tokens_saved: int = 0
-    evictions: Mapping[str, int] = field(factory=dict)
-    bytes: Mapping[str, int] = field(factory=dict)
-    entries: Mapping[str, int] = field(factory=dict)
-
-
-@frozen
-class ModelStats:
-    """One model of an engine that serves several (a ModelRegistry)."""
-
-    id: str
-    loaded: bool = False  # in memory now
-    running: int = 0
-    waiting: int = 0  # for a slot, or for the model's load
-    loads: int = 0
-    load_failures: int = 0
-    unloads: Mapping[str, int] = field(factory=dict)  # by reason: idle, lru
-    cache: CacheSnapshot = field(factory=CacheSnapshot)
+    gguf_template: str | None  # tokenizer.chat_template from the GGUF
+    override: str | None  # [model] chat_template
+    architecture: str
+    bos_token: str
+    eos_token: str
 
 
-@frozen
-class EngineStats:
-    """A snapshot for /health and /metrics; ``models`` is empty for a one-model engine."""
+class ChatRenderer(Protocol):
+    """A compiled chat template (``prompt.chat.ChatTemplate``)."""
 
-    running: int = 0
-    waiting: int = 0
-    cache_hit_rate: float = 0.0
-    loaded: bool = False
-    cache: CacheSnapshot = field(factory=CacheSnapshot)
-    models: tuple[ModelStats, ...] = ()
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str: ...
+
+
+# Builds a model's renderer when it loads; given to the engine by the app, so that the engine
+# needs nothing of the prompt layer above it.
+TemplateFactory = Callable[[TemplateSource], ChatRenderer]
 
 
 class Generation(Protocol):

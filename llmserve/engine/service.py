@@ -12,18 +12,20 @@ from typing import Any
 
 import llama_cpp
 
-from llmserve.config import Settings, resolve_model_path
-from llmserve.engine.chat import ChatTemplate
+from llmserve.config import Settings
 from llmserve.engine.embeddings import Embedder
 from llmserve.engine.model import LlamaModel
 from llmserve.engine.prefix_cache import PrefixCache, SwaRule, file_fingerprint
 from llmserve.engine.protocol import (
     CacheSnapshot,
+    ChatRenderer,
     Embeddings,
     EngineStats,
     GenerationRequest,
     ModelInfo,
     SamplingParams,
+    TemplateFactory,
+    TemplateSource,
     TokenEvent,
 )
 from llmserve.engine.sampling import Gbnf, check_grammar, compile_grammar
@@ -36,6 +38,7 @@ from llmserve.errors import (
     PromptTooLong,
     ServiceUnavailable,
 )
+from llmserve.models.resolve import resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +87,21 @@ def _dispatch(items: list[tuple[Sink, Item]]) -> None:
 class LlamaEngine:
     """Serves one GGUF model with continuous batching over ``parallel`` slots."""
 
-    def __init__(self, settings: Settings, model_path: Path) -> None:
+    def __init__(self, settings: Settings, model_path: Path, templates: TemplateFactory) -> None:
         self._settings = settings
         self._path = model_path
+        self._templates = templates
         self._model: LlamaModel | None = None
         self._worker: Worker | None = None
         self._embedder: Embedder | None = None
-        self._template: ChatTemplate | None = None
+        self._template: ChatRenderer | None = None
         self._n_ctx_seq = settings.model.max_sequence_length
         self._created = int(time.time())
         self._model_id = settings.model.name or model_path.stem
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LlamaEngine:
-        return cls(settings, resolve_model_path(settings))
+    def from_settings(cls, settings: Settings, templates: TemplateFactory) -> LlamaEngine:
+        return cls(settings, resolve_model_path(settings), templates)
 
     @property
     def model_id(self) -> str:
@@ -177,12 +181,14 @@ class LlamaEngine:
         model = LlamaModel(self._path, n_gpu_layers=n_gpu_layers)
         self._model = model
         self._n_ctx_seq = min(settings.max_sequence_length, model.facts.n_ctx_train)
-        self._template = ChatTemplate(
-            gguf_template=model.facts.chat_template,
-            override=settings.chat_template,
-            architecture=model.facts.architecture,
-            bos_token=model.facts.bos_token,
-            eos_token=model.facts.eos_token,
+        self._template = self._templates(
+            TemplateSource(
+                gguf_template=model.facts.chat_template,
+                override=settings.chat_template,
+                architecture=model.facts.architecture,
+                bos_token=model.facts.bos_token,
+                eos_token=model.facts.eos_token,
+            )
         )
 
         def deliver(items: list[tuple[Sink, Item]]) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 import attrs
 import pytest
 
-from llmserve.config import load_settings, resolve_model_path
+from llmserve.config import load_settings
+from llmserve.models.resolve import resolve_model_path
 from tests.deploy.conftest import CHART, ROOT, Render, chart_values, run_helm
 from tests.deploy.manifests import container, env_of, find, kinds, pod_spec
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import openai
 import pytest
 
+from llmserve.api.app import create_app
 from llmserve.config import ModelSettings, Settings
-from llmserve.http.app import create_app
 from tests.support.server import serve_app
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from llmserve.wire import MAX_STOP_CHARS, MAX_STOP_SEQUENCES
+from llmserve.api.openai.wire import MAX_STOP_CHARS, MAX_STOP_SEQUENCES
 from tests.support.tinyserver import KEY, MODEL
 
 USER = {"role": "user", "content": "hello"}

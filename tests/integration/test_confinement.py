@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from llmserve.api.app import create_app
 from llmserve.config import CacheSettings, ServedModelSettings, Settings
-from llmserve.http.app import create_app
 from tests.support.server import serve_app
 
 # Audit hooks cannot be removed: one hook for the session, recording only while a test asks.

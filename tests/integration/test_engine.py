@@ -17,6 +17,7 @@ from llmserve.errors import (
     InvalidRequest,
     ModelLoadError,
 )
+from llmserve.prompt.chat import ChatTemplate
 
 GREEDY = SamplingParams(temperature=0.0)
 PROMPTS = [
@@ -38,7 +39,7 @@ def make_engine(path: Path, *, parallel: int = 4, max_concurrent: int = 100) -> 
             model_path=str(path), parallel=parallel, max_sequence_length=512, n_batch=64
         ),
     )
-    return LlamaEngine(settings, path)
+    return LlamaEngine(settings, path, ChatTemplate.from_source)
 
 
 @pytest.fixture(name="engine")
@@ -232,6 +233,6 @@ async def test_gpu_device_on_a_cpu_build_fails_with_a_clear_error(tiny_gguf: Pat
     if llama_cpp.llama_supports_gpu_offload():
         pytest.skip("this llama.cpp build has GPU support")
     settings = Settings(model=ModelSettings(model_path=str(tiny_gguf), device="gpu"))
-    engine = LlamaEngine(settings, tiny_gguf)
+    engine = LlamaEngine(settings, tiny_gguf, ChatTemplate.from_source)
     with pytest.raises(ModelLoadError, match="no GPU support"):
         await engine.start()

@@ -10,8 +10,8 @@ from pathlib import Path
 import openai
 import pytest
 
+from llmserve.api.app import create_app
 from llmserve.config import CacheSettings, ModelSettings, Settings
-from llmserve.http.app import create_app
 from tests.support.server import serve_app
 from tests.support.tinyserver import MODEL, client_for, tiny_server
 

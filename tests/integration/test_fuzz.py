@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from llmserve.http.openapi import openapi_document
+from llmserve.api.openapi import openapi_document
 from tests.support.doubles import fake_app
 from tests.support.server import serve_app
 

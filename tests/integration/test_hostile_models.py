@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llmserve.api.app import create_app
 from llmserve.config import ModelSettings, Settings
 from llmserve.engine.model import LlamaModel
 from llmserve.errors import ModelLoadError
-from llmserve.http.app import create_app
 from tests.support.server import eventually, serve_app
 
 

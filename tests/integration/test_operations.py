@@ -17,10 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llmserve.api.app import create_app
 from llmserve.config import ModelSettings, ServerSettings, Settings
 from llmserve.engine.protocol import GenerationRequest, SamplingParams
 from llmserve.engine.service import LlamaEngine
-from llmserve.http.app import create_app
+from llmserve.prompt.chat import ChatTemplate
 from tests.support.server import eventually, serve_app
 from tests.support.tinymodel import build_tiny_gguf
 
@@ -46,7 +47,9 @@ def fixture_long_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(name="engine")
 def fixture_engine(long_gguf: Path) -> LlamaEngine:
     """The real engine with one slot and room for MAX_CONCURRENT requests (started by the app)."""
-    return LlamaEngine(settings_for(long_gguf, max_concurrent=MAX_CONCURRENT), long_gguf)
+    return LlamaEngine(
+        settings_for(long_gguf, max_concurrent=MAX_CONCURRENT), long_gguf, ChatTemplate.from_source
+    )
 
 
 @pytest.fixture(name="base_url")
@@ -131,7 +134,7 @@ def test_overload_is_a_429_and_waiting_requests_run_in_arrival_order(base_url: s
 async def test_queue_wait_is_reported_on_admission(tiny_gguf: Path) -> None:
     """Each job's first event is its admission, with queue_wait_s; a job queued behind another
     waited about as long as that one ran."""
-    engine = LlamaEngine(settings_for(tiny_gguf), tiny_gguf)
+    engine = LlamaEngine(settings_for(tiny_gguf), tiny_gguf, ChatTemplate.from_source)
     await engine.start()
     try:
         greedy = SamplingParams(temperature=0.0)
@@ -154,7 +157,7 @@ async def test_queue_wait_is_reported_on_admission(tiny_gguf: Path) -> None:
 
 async def test_cancel_stops_the_generation_within_one_decode_step(long_gguf: Path) -> None:
     """After cancel(), the worker decodes at most one more step before the slot is free."""
-    engine = LlamaEngine(settings_for(long_gguf), long_gguf)
+    engine = LlamaEngine(settings_for(long_gguf), long_gguf, ChatTemplate.from_source)
     await engine.start()
     try:
         worker = engine._worker

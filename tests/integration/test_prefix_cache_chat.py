@@ -9,8 +9,8 @@ import httpx
 import openai
 import pytest
 
+from llmserve.api.app import create_app
 from llmserve.config import CacheSettings, ModelSettings, Settings
-from llmserve.http.app import create_app
 from tests.support.server import serve_app
 
 SYSTEM = " ".join(f"Rule {i}: answer briefly about subject {i}." for i in range(12))

@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
+from llmserve.api.app import create_app
 from llmserve.config import ModelSettings, ServerSettings, Settings
-from llmserve.http.app import create_app
 from tests.support.server import serve_app
 
 KEY = "sk-tiny"

@@ -22,8 +22,8 @@ import httpx
 import openai
 import pytest
 
+from llmserve.api.app import create_app
 from llmserve.config import ServedModelSettings, ServerSettings, Settings
-from llmserve.http.app import create_app
 from tests.support.server import free_port, serve_app
 from tests.support.tinymodel import build_tiny_gguf
 

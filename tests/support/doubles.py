@@ -7,11 +7,11 @@ import itertools
 from attrs import define, field
 from litestar import Litestar
 
+from llmserve.api.app import create_app
+from llmserve.api.lifecycle import Lifecycle
 from llmserve.config import ServerSettings, Settings
 from llmserve.engine.fake import FakeEngine
 from llmserve.engine.protocol import Engine
-from llmserve.http.app import create_app
-from llmserve.http.lifecycle import Lifecycle
 
 
 @define

@@ -1,6 +1,6 @@
 """A loopback stand-in for the Hugging Face Hub, for the real ``huggingface_hub`` client code.
 
-It serves, in the Hub's shapes, what ``llmserve.hub`` makes huggingface_hub 2.4.0 call:
+It serves, in the Hub's shapes, what ``llmserve.models.hub`` makes huggingface_hub 2.4.0 call:
 
 - ``GET /api/models/{repo}`` and ``/api/models/{repo}/revision/{rev}`` (``HfApi.model_info``):
   the commit, and with ``?blobs=true`` each file's size, git blob id and LFS sha256.

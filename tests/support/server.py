@@ -69,7 +69,7 @@ def serve_app(
     config = uvicorn.Config(
         app,
         lifespan="on",
-        log_config=None,  # leave logging to the test run (and to llmserve.logs)
+        log_config=None,  # leave logging to the test run (and to llmserve.ops.logs)
         access_log=False,
         timeout_graceful_shutdown=int(shutdown_timeout_s),
     )

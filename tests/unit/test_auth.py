@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from llmserve.api.auth import INCORRECT_KEY, MISSING_KEY, check_bearer
 from llmserve.errors import AuthenticationFailed
-from llmserve.http.auth import INCORRECT_KEY, MISSING_KEY, check_bearer
 from tests.support.doubles import fake_app
 
 KEY = "sk-test-key"

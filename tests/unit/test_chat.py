@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from llmserve.engine.chat import ChatTemplate
 from llmserve.errors import InvalidRequest, ModelLoadError
+from llmserve.prompt.chat import ChatTemplate
 
 CONVERSATION: list[dict[str, Any]] = [
     {"role": "system", "content": "Be brief."},

@@ -59,8 +59,8 @@ def fixture_free_port() -> int:
 
 @pytest.fixture(name="fake_app")
 def fixture_fake_app(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """Stands in for llmserve.http.app; tests set its ``startup`` to what the lifespan does."""
-    module = types.ModuleType("llmserve.http.app")
+    """Stands in for llmserve.api.app; tests set its ``startup`` to what the lifespan does."""
+    module = types.ModuleType("llmserve.api.app")
 
     async def startup() -> None:
         return None
@@ -80,7 +80,7 @@ def fixture_fake_app(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
         return Litestar([ping], lifespan=[lifespan], logging_config=None)
 
     module.create_app = create_app  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "llmserve.http.app", module)
+    monkeypatch.setitem(sys.modules, "llmserve.api.app", module)
     return module
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from llmserve import codec, wire, wire_embeddings, wire_tools
+from llmserve.api.openai import codec, wire, wire_embeddings, wire_tools
 from llmserve.errors import InvalidRequest
 
 USER = {"role": "user", "content": "hi"}

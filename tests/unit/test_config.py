@@ -13,11 +13,11 @@ from llmserve.config import (
     ServerSettings,
     Settings,
     load_settings,
-    resolve_model_path,
     settings_to_dict,
     settings_to_toml,
 )
 from llmserve.errors import ConfigError
+from llmserve.models.resolve import resolve_model_path
 
 SEED_EXAMPLE = """\
 [server]

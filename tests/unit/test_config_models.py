@@ -11,11 +11,11 @@ from llmserve.config import (
     ServedModelSettings,
     Settings,
     load_settings,
-    resolve_model_paths,
     served_models,
     settings_to_toml,
 )
 from llmserve.errors import ConfigError
+from llmserve.models.resolve import resolve_model_paths
 
 TWO_MODELS = """\
 [server]

@@ -7,9 +7,9 @@ import signal
 import pytest
 import uvicorn
 
+from llmserve.api.lifecycle import Lifecycle, Phase
+from llmserve.api.server import DrainingServer
 from llmserve.engine.fake import FakeEngine
-from llmserve.http.lifecycle import Lifecycle, Phase
-from llmserve.http.server import DrainingServer
 
 
 async def _app(scope: object, receive: object, send: object) -> None:

@@ -9,7 +9,7 @@ import gguf
 import pytest
 
 from llmserve.errors import ModelLoadError
-from llmserve.ggufmeta import FILE_TYPES, GGUFArray, read_metadata
+from llmserve.models.ggufmeta import FILE_TYPES, GGUFArray, read_metadata
 from tests.support.tinymodel import N_CTX_TRAIN, build_tiny_gguf
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from llmserve.engine.grammar import (
+from llmserve.prompt.grammar import (
     ANY,
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from llmserve.engine.chat import ChatTemplate
-from llmserve.engine.sandbox import MAX_RENDER_SECONDS
 from llmserve.errors import InvalidRequest
+from llmserve.prompt.chat import ChatTemplate
+from llmserve.prompt.sandbox import MAX_RENDER_SECONDS
 
 MESSAGES: list[dict[str, Any]] = [{"role": "user", "content": "hi"}]
 # Refused well within the time bound, plus slack for a loaded test machine.

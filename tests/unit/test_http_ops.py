@@ -151,7 +151,7 @@ def test_building_an_app_does_not_import_llama_cpp() -> None:
     code = (
         "import sys\n"
         "from llmserve.config import Settings\n"
-        "from llmserve.http.app import create_app\n"
+        "from llmserve.api.app import create_app\n"
         "create_app(Settings())\n"
         "assert 'llama_cpp' not in sys.modules, 'llama_cpp imported'\n"
     )

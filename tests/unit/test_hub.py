@@ -21,8 +21,8 @@ from llmserve.errors import (
     NoMatchingFile,
     UnsafeFileName,
 )
-from llmserve.hub import HubAccess, LogProgress, parse_reference, pull
-from llmserve.store import ModelStore
+from llmserve.models.hub import HubAccess, LogProgress, parse_reference, pull
+from llmserve.models.store import ModelStore
 from tests.support.fake_hub import FakeHub
 
 REPO = "acme/tiny-GGUF"

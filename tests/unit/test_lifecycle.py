@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from llmserve.api.lifecycle import Lifecycle, Phase
 from llmserve.engine.fake import FakeEngine, FakeGeneration
 from llmserve.engine.protocol import GenerationRequest
 from llmserve.errors import ModelLoadError
-from llmserve.http.lifecycle import Lifecycle, Phase
 from tests.support.doubles import fake_app
 
 BODY = {"prompt": "hello"}

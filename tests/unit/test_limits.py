@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from llmserve.api.ratelimit import RateLimiter
 from llmserve.config import ServerSettings
 from llmserve.engine.fake import FakeEngine
 from llmserve.errors import RateLimitExceeded
-from llmserve.http.ratelimit import RateLimiter
 from tests.support.doubles import FixedClock, fake_app
 
 KEY = "sk-limits"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from llmserve.logs import (
+from llmserve.ops.logs import (
     HANDLER_NAME,
     JsonFormatter,
     configure_logging,

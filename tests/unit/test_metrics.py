@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from llmserve.engine.protocol import EngineStats
-from llmserve.metrics import Metrics
+from llmserve.ops.metrics import Metrics
 
 
 @pytest.fixture(name="registry")
@@ -129,7 +129,7 @@ def test_prefix_cache_counters_come_from_the_engine_snapshot() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
     from llmserve.engine.protocol import CacheSnapshot, EngineStats
-    from llmserve.metrics import Metrics
+    from llmserve.ops.metrics import Metrics
 
     metrics = Metrics(CollectorRegistry(), process_collectors=False)
     snapshot = CacheSnapshot(

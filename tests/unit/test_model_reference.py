@@ -9,8 +9,9 @@ from pathlib import Path
 import huggingface_hub.constants as hf_constants
 import pytest
 
-from llmserve.config import Settings, load_settings, resolve_model_path
+from llmserve.config import Settings, load_settings
 from llmserve.errors import ConfigError, DownloadFailed
+from llmserve.models.resolve import resolve_model_path
 from tests.support.fake_hub import FakeHub
 
 OFFLINE = {"HF_HUB_OFFLINE": "1"}

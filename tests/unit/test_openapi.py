@@ -7,8 +7,8 @@ from typing import Any
 import schemathesis
 from litestar.testing import TestClient
 
-from llmserve import wire
-from llmserve.http.openapi import openapi_document
+from llmserve.api.openai import wire
+from llmserve.api.openapi import openapi_document
 from tests.support.doubles import fake_app
 
 ROUTES = {

@@ -11,11 +11,11 @@ import pytest
 from litestar.testing import TestClient
 from prometheus_client import CollectorRegistry
 
+from llmserve.api.observe import Latencies
 from llmserve.engine.fake import FakeEngine
 from llmserve.engine.protocol import TokenEvent
-from llmserve.http.observe import Latencies
-from llmserve.logs import JsonFormatter
-from llmserve.metrics import Metrics
+from llmserve.ops.logs import JsonFormatter
+from llmserve.ops.metrics import Metrics
 from tests.support.doubles import FixedClock, fake_app
 
 SECRET_KEY = "sk-do-not-log-me"

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from llmserve.api.auth import KeyRing, load_keys
 from llmserve.config import ServerSettings, Settings, load_settings, settings_to_toml
 from llmserve.errors import ConfigError
-from llmserve.http.auth import KeyRing, load_keys
-from llmserve.logs import JsonFormatter
+from llmserve.ops.logs import JsonFormatter
 from tests.support.doubles import fake_app
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
@@ -77,7 +77,7 @@ def test_no_key_configured_leaves_v1_open() -> None:
 
 def test_key_ring_checks_every_key_without_stopping_early(monkeypatch: pytest.MonkeyPatch) -> None:
     """The comparison is hmac.compare_digest against every key, even after a match."""
-    import llmserve.http.auth as auth
+    import llmserve.api.auth as auth
 
     compared: list[bytes] = []
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llmserve.errors import AmbiguousFile, LocalModelNotFound, UnsafeFileName
-from llmserve.store import ModelFiles, ModelStore, group_gguf_paths, select
+from llmserve.models.store import ModelFiles, ModelStore, group_gguf_paths, select
 
 
 @pytest.fixture(name="store")

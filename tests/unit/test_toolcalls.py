@@ -8,7 +8,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmserve.engine.toolcalls import (
+from llmserve.prompt.toolcalls import (
     TOOLS_PROMPT,
     ParsedCall,
     ToolCallStream,

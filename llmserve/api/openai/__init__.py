@@ -1,0 +1,1 @@
+"""The OpenAI dialect: wire types, codec, routes and response rendering."""

@@ -1,0 +1,385 @@
+"""The OpenAPI 3.1 document of the server's routes, served at ``/openapi.json``.
+
+Written by hand: the routes take raw bodies and parse them with the codec, so Litestar cannot
+generate it. Request bounds are wire.py's own constants, so that the document and the checks
+cannot drift apart on them; the fuzz test (schemathesis) holds the rest to it: every documented
+request gets no 5xx, and every answer matches its schema, errors in the OpenAI envelope.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Response, get
+
+from llmserve.api.openai import codec, wire
+
+JSON = "application/json"
+Schema = dict[str, Any]
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _number(low: float, high: float | None = None) -> Schema:
+    bounds: Schema = {"type": "number", "minimum": low}
+    if high is not None:
+        bounds["maximum"] = high
+    return _nullable(bounds)
+
+
+def _integer(low: int, high: int | None = None) -> Schema:
+    bounds: Schema = {"type": "integer", "minimum": low}
+    if high is not None:
+        bounds["maximum"] = high
+    return _nullable(bounds)
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_STOP_STRING: Schema = {"type": "string", "minLength": 1, "maxLength": wire.MAX_STOP_CHARS}
+_TOKEN_IDS: Schema = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
+
+_SAMPLING: dict[str, Schema] = {
+    "model": _nullable({"type": "string"}),
+    "max_tokens": _integer(1),
+    "max_completion_tokens": _integer(1),
+    "temperature": _number(0, 2),
+    "top_p": _number(0, 1),
+    "top_k": _integer(0),
+    "min_p": _number(0, 1),
+    "presence_penalty": _number(-2, 2),
+    "frequency_penalty": _number(-2, 2),
+    "repeat_penalty": _number(0),
+    "seed": _nullable({"type": "integer"}),
+    "stop": {
+        "anyOf": [
+            _STOP_STRING,
+            {"type": "array", "items": _STOP_STRING, "maxItems": wire.MAX_STOP_SEQUENCES},
+            {"type": "null"},
+        ]
+    },
+    "stream": {"type": "boolean"},
+    "stream_options": _nullable(
+        {"type": "object", "properties": {"include_usage": {"type": "boolean"}}}
+    ),
+    "n": {"type": "integer", "minimum": 1, "maximum": 4},  # wire allows 128; slots, fewer
+    "logit_bias": _nullable(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": "^[0-9]{1,6}$"},
+            "additionalProperties": {
+                "type": "number",
+                "minimum": -wire.LOGIT_BIAS_LIMIT,
+                "maximum": wire.LOGIT_BIAS_LIMIT,
+            },
+        }
+    ),
+    "user": _nullable({"type": "string"}),
+}
+
+
+def _completion(object_name: str, **choice: Schema) -> Schema:
+    """A chat or text completion: the same envelope around differently shaped choices."""
+    return {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices", "usage"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": object_name},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", *choice],
+                    "properties": {"index": {"type": "integer"}, **choice},
+                },
+            },
+            "usage": _ref("Usage"),
+        },
+    }
+
+
+_SCHEMAS: dict[str, Schema] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type", "param", "code"],
+                "properties": {
+                    "message": {"type": "string", "minLength": 1},
+                    "type": {"type": "string"},
+                    "param": {"type": ["string", "null"]},
+                    "code": {"type": ["string", "null"]},
+                },
+            }
+        },
+    },
+    "ContentPart": {
+        "type": "object",
+        "required": ["type", "text"],
+        "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+    },
+    "ChatMessage": {
+        "type": "object",
+        "required": ["role", "content"],
+        "properties": {
+            "role": {"enum": ["system", "user", "assistant", "developer"]},
+            "content": {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": _ref("ContentPart"), "maxItems": 8},
+                ]
+            },
+            "name": {"type": "string"},
+        },
+    },
+    "ChatCompletionRequest": {
+        "type": "object",
+        "required": ["messages"],
+        "properties": {
+            **_SAMPLING,
+            "messages": {
+                "type": "array",
+                "items": _ref("ChatMessage"),
+                "minItems": 1,
+                "maxItems": 16,
+            },
+            "logprobs": {"type": "boolean"},
+            "top_logprobs": _integer(0, 20),
+        },
+    },
+    "CompletionRequest": {
+        "type": "object",
+        "required": ["prompt"],
+        "properties": {
+            **_SAMPLING,
+            "prompt": {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1},
+                    _TOKEN_IDS,
+                ]
+            },
+            "echo": {"type": "boolean"},
+            "logprobs": _integer(0, 5),
+        },
+    },
+    "EmbeddingRequest": {
+        "type": "object",
+        "required": ["input"],
+        "properties": {
+            "input": {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 8},
+                ]
+            },
+            "model": _nullable({"type": "string"}),
+            "encoding_format": {"enum": ["float", "base64"]},
+            "user": _nullable({"type": "string"}),
+        },
+    },
+    "TokenizeRequest": {
+        "type": "object",
+        "required": ["content"],
+        "properties": {
+            "content": {"type": "string"},
+            "add_special": {"type": "boolean"},
+            "with_pieces": {"type": "boolean"},
+        },
+    },
+    "DetokenizeRequest": {
+        "type": "object",
+        "required": ["tokens"],
+        "properties": {"tokens": {"type": "array", "items": {"type": "integer", "minimum": 0}}},
+    },
+    "TokenizeResponse": {
+        "type": "object",
+        "required": ["tokens"],
+        "properties": {
+            "tokens": {
+                "type": "array",
+                "items": {
+                    "anyOf": [
+                        {"type": "integer"},
+                        {
+                            "type": "object",
+                            "required": ["id", "piece"],
+                            "properties": {
+                                "id": {"type": "integer"},
+                                "piece": {
+                                    "anyOf": [
+                                        {"type": "string"},
+                                        {"type": "array", "items": {"type": "integer"}},
+                                    ]
+                                },
+                            },
+                        },
+                    ]
+                },
+            }
+        },
+    },
+    "DetokenizeResponse": {
+        "type": "object",
+        "required": ["content"],
+        "properties": {"content": {"type": "string"}},
+    },
+    "Usage": {
+        "type": "object",
+        "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+        "properties": {
+            "prompt_tokens": {"type": "integer", "minimum": 0},
+            "completion_tokens": {"type": "integer", "minimum": 0},
+            "total_tokens": {"type": "integer", "minimum": 0},
+        },
+    },
+    "ChatCompletion": _completion(
+        "chat.completion",
+        message={
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {
+                "role": {"const": "assistant"},
+                "content": {"type": ["string", "null"]},
+            },
+        },
+        finish_reason={"enum": ["stop", "length", "tool_calls", None]},
+    ),
+    "Completion": _completion(
+        "text_completion",
+        text={"type": "string"},
+        finish_reason={"enum": ["stop", "length", None]},
+    ),
+    "EmbeddingList": {
+        "type": "object",
+        "required": ["object", "data", "model", "usage"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["object", "index", "embedding"],
+                    "properties": {
+                        "object": {"const": "embedding"},
+                        "index": {"type": "integer"},
+                        "embedding": {
+                            "anyOf": [
+                                {"type": "array", "items": {"type": "number"}},
+                                {"type": "string"},
+                            ]
+                        },
+                    },
+                },
+            },
+            "model": {"type": "string"},
+            "usage": {"type": "object"},
+        },
+    },
+    "Model": {
+        "type": "object",
+        "required": ["id", "object", "created", "owned_by"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "model"},
+            "created": {"type": "integer"},
+            "owned_by": {"type": "string"},
+        },
+    },
+    "ModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": _ref("Model")},
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string"}},
+    },
+}
+
+_ERRORS: dict[str, Schema] = {
+    "default": {
+        "description": "An error, in the OpenAI envelope",
+        "content": {JSON: {"schema": _ref("Error")}},
+    }
+}
+
+
+def _post(summary: str, request: str, response: str, *, streams: bool = False) -> Schema:
+    content: Schema = {JSON: {"schema": _ref(response)}}
+    if streams:
+        # Server-sent events of the JSON chunks, ending with `data: [DONE]`: no one schema.
+        content["text/event-stream"] = {}
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref(request)}}},
+            "responses": {"200": {"description": summary, "content": content}, **_ERRORS},
+        }
+    }
+
+
+def _get(summary: str, response: Schema, *, media: str = JSON, **extra: Any) -> Schema:
+    ok = {"description": summary, "content": {media: {"schema": response}}}
+    return {"get": {"summary": summary, **extra, "responses": {"200": ok, **_ERRORS}}}
+
+
+def _readyz() -> Schema:
+    # Not ready (loading, failed, draining) is a 503 with the same small body, not an error.
+    spec = _get("Readiness", _ref("Status"))
+    spec["get"]["responses"]["503"] = {
+        "description": "Not ready",
+        "content": {JSON: {"schema": _ref("Status")}},
+    }
+    return spec
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route."""
+    model_id = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "llmserve",
+            "version": "1",
+            "description": "OpenAI-compatible inference for GGUF models on llama.cpp.",
+        },
+        "paths": {
+            "/v1/chat/completions": _post(
+                "Chat completion", "ChatCompletionRequest", "ChatCompletion", streams=True
+            ),
+            "/v1/completions": _post(
+                "Text completion", "CompletionRequest", "Completion", streams=True
+            ),
+            "/v1/embeddings": _post("Embeddings", "EmbeddingRequest", "EmbeddingList"),
+            "/v1/models": _get("The served models", _ref("ModelList")),
+            "/v1/models/{model_id}": _get("One served model", _ref("Model"), parameters=[model_id]),
+            "/tokenize": _post("Text to token ids", "TokenizeRequest", "TokenizeResponse"),
+            "/detokenize": _post("Token ids to text", "DetokenizeRequest", "DetokenizeResponse"),
+            "/health": _get("Health", {"type": "object"}),
+            "/ping": _get("Ping", _ref("Status")),
+            "/livez": _get("Liveness", _ref("Status")),
+            "/readyz": _readyz(),
+            "/metrics": _get("Prometheus metrics", {"type": "string"}, media="text/plain"),
+        },
+        "components": {"schemas": _SCHEMAS},
+    }
+
+
+@get("/openapi.json")
+async def openapi_json() -> Response[bytes]:
+    """The OpenAPI document, for clients and fuzzers."""
+    return Response(content=codec.dumps(openapi_document()), media_type=JSON)

@@ -1,1 +1,0 @@
-"""The HTTP layer: a Litestar app over the Engine protocol."""

@@ -1,0 +1,1 @@
+"""Operations: Prometheus metrics, JSON logs, the engine's statistics snapshots."""

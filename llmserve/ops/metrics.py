@@ -1,0 +1,282 @@
+"""Every Prometheus collector of llmserve, on an injected registry.
+
+The four ``llm_engine_*`` names of the seed README are a public contract. Gauges that mirror the
+engine or the process (running, waiting, cache hit rate, RSS) are refreshed at scrape time from
+``EngineStats`` rather than kept in step on every request. The serving latencies (time to first
+token, inter-token latency, queue wait) are observed as the events of a request arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import psutil
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from llmserve.ops.stats import CacheSnapshot, EngineStats, ModelStats
+
+# Milliseconds: from a cached short completion to a long generation on a slow CPU.
+DURATION_BUCKETS_MS = (
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1_000.0,
+    2_500.0,
+    5_000.0,
+    10_000.0,
+    30_000.0,
+    60_000.0,
+    120_000.0,
+    300_000.0,
+)
+# Seconds from arrival to the first generated token: a cached prompt on a GPU to a long prefill
+# behind a queue on a CPU.
+TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Seconds between two generated tokens of one request: thousands of tokens/s to a few.
+ITL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Seconds a request waited for a sequence slot: none at all to minutes behind a full queue.
+QUEUE_WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class CacheCollector:
+    """The prefix cache's counters, read from the engine's last snapshot at scrape time.
+
+    The engine owns the counts (the worker thread bumps them); a custom collector exposes
+    them as true counters without mirroring every increment into prometheus_client.
+    """
+
+    def __init__(self) -> None:
+        self.snapshots: Sequence[tuple[str, CacheSnapshot]] = ()  # by model
+
+    def collect(self) -> Iterator[Metric]:
+        for name, doc, attribute in (
+            ("llm_engine_cache_hits", "Prompts that reused cached KV.", "hits"),
+            ("llm_engine_cache_misses", "Prompts computed from scratch.", "misses"),
+            (
+                "llm_engine_cache_prompt_tokens_saved",
+                "Prompt tokens whose KV was reused instead of computed.",
+                "tokens_saved",
+            ),
+        ):
+            counter = CounterMetricFamily(name, doc, labels=["model"])
+            for model, s in self.snapshots:
+                counter.add_metric([model], getattr(s, attribute))
+            yield counter
+        evictions = CounterMetricFamily(
+            "llm_engine_cache_evictions", "Entries evicted, by tier.", labels=["model", "tier"]
+        )
+        size = GaugeMetricFamily(
+            "llm_engine_cache_bytes", "Bytes of cached KV, by tier.", labels=["model", "tier"]
+        )
+        entries = GaugeMetricFamily(
+            "llm_engine_cache_entries", "Cached entries, by tier.", labels=["model", "tier"]
+        )
+        for model, s in self.snapshots:
+            for tier in ("ram", "disk"):
+                evictions.add_metric([model, tier], s.evictions.get(tier, 0))
+                size.add_metric([model, tier], s.bytes.get(tier, 0))
+                entries.add_metric([model, tier], s.entries.get(tier, 0))
+        yield from (evictions, size, entries)
+
+
+class ModelCollector:
+    """Loads and unloads of the models of a registry, from the engine's last snapshot.
+
+    Empty for an engine that serves one model without a registry (tests' FakeEngine).
+    """
+
+    def __init__(self) -> None:
+        self.models: Sequence[ModelStats] = ()
+
+    def collect(self) -> Iterator[Metric]:
+        if not self.models:
+            return
+        loads = CounterMetricFamily(
+            "llm_engine_model_loads", "Model loads that finished.", labels=["model"]
+        )
+        failures = CounterMetricFamily(
+            "llm_engine_model_load_failures", "Model loads that failed.", labels=["model"]
+        )
+        unloads = CounterMetricFamily(
+            "llm_engine_model_unloads",
+            "Model unloads, by reason: idle (keep_alive) or lru (room for another model).",
+            labels=["model", "reason"],
+        )
+        loaded = GaugeMetricFamily(
+            "llm_engine_model_loaded", "1 while the model is in memory.", labels=["model"]
+        )
+        for m in self.models:
+            loads.add_metric([m.id], m.loads)
+            failures.add_metric([m.id], m.load_failures)
+            for reason in ("idle", "lru"):
+                unloads.add_metric([m.id, reason], m.unloads.get(reason, 0))
+            loaded.add_metric([m.id], int(m.loaded))
+        total = GaugeMetricFamily("llm_engine_models_loaded", "Models in memory.")
+        total.add_metric([], sum(int(m.loaded) for m in self.models))
+        yield from (loads, failures, unloads, loaded, total)
+
+
+class Metrics:
+    """The collectors of one app, plus the request count /health reports."""
+
+    def __init__(self, registry: CollectorRegistry, *, process_collectors: bool = True) -> None:
+        self.registry = registry
+        self._process = psutil.Process()
+        self._total_requests = 0
+        self.requests = Counter(
+            "llm_engine_requests",
+            "Requests answered, by endpoint, model and HTTP status.",
+            ("endpoint", "model", "status"),
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "llm_engine_request_duration_ms",
+            "Time from request to the last byte of the response, in milliseconds.",
+            ("endpoint", "model"),
+            buckets=DURATION_BUCKETS_MS,
+            registry=registry,
+        )
+        self.prompt_tokens = Counter(
+            "llm_engine_prompt_tokens",
+            "Prompt tokens of finished requests.",
+            ("model",),
+            registry=registry,
+        )
+        self.generation_tokens = Counter(
+            "llm_engine_generation_tokens",
+            "Generated tokens, cancelled requests included.",
+            ("model",),
+            registry=registry,
+        )
+        self.cache_hit_rate = Gauge(
+            "llm_engine_cache_hit_rate",
+            "Fraction of prompt tokens served from the prefix cache.",
+            registry=registry,
+        )
+        self.memory_usage = Gauge(
+            "llm_engine_memory_usage_bytes",
+            "Resident set size of the server process.",
+            registry=registry,
+        )
+        self.requests_running = Gauge(
+            "llm_engine_requests_running",
+            "Requests holding a sequence slot.",
+            ("model",),
+            registry=registry,
+        )
+        self.requests_waiting = Gauge(
+            "llm_engine_requests_waiting",
+            "Requests queued for a sequence slot.",
+            ("model",),
+            registry=registry,
+        )
+        self.time_to_first_token = Histogram(
+            "llm_engine_time_to_first_token_seconds",
+            "Time from a request's arrival to its first generated token.",
+            ("model",),
+            buckets=TTFT_BUCKETS_S,
+            registry=registry,
+        )
+        self.inter_token_latency = Histogram(
+            "llm_engine_inter_token_latency_seconds",
+            "Time between two generated tokens of one request.",
+            ("model",),
+            buckets=ITL_BUCKETS_S,
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "llm_engine_queue_wait_seconds",
+            "Time a request waited for a sequence slot.",
+            ("model",),
+            buckets=QUEUE_WAIT_BUCKETS_S,
+            registry=registry,
+        )
+        self.cache = CacheCollector()
+        registry.register(self.cache)
+        self.model_loads = ModelCollector()
+        registry.register(self.model_loads)
+        if process_collectors and registry is not REGISTRY:
+            # The stock process/GC/platform metrics live on the global registry; an app with
+            # its own registry still wants them on its /metrics.
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+
+    @property
+    def total_requests(self) -> int:
+        return self._total_requests
+
+    def observe_request(
+        self, *, endpoint: str, model: str, status: int, duration_ms: float
+    ) -> None:
+        """Count one answered request and its duration."""
+        self._total_requests += 1
+        self.requests.labels(endpoint=endpoint, model=model, status=str(status)).inc()
+        self.request_duration.labels(endpoint=endpoint, model=model).observe(duration_ms)
+
+    def observe_tokens(self, *, model: str, prompt: int, generated: int) -> None:
+        """Count the tokens of one request."""
+        if prompt:
+            self.prompt_tokens.labels(model=model).inc(prompt)
+        if generated:
+            self.generation_tokens.labels(model=model).inc(generated)
+
+    def observe_first_token(self, *, model: str, seconds: float) -> None:
+        """Record one request's time to first token."""
+        self.time_to_first_token.labels(model=model).observe(seconds)
+
+    def observe_inter_token(self, *, model: str, seconds: float, tokens: int = 1) -> None:
+        """Record ``tokens`` gaps of ``seconds`` each between generated tokens."""
+        histogram = self.inter_token_latency.labels(model=model)
+        for _ in range(tokens):
+            histogram.observe(seconds)
+
+    def observe_queue_wait(self, *, model: str, seconds: float) -> None:
+        """Record how long one request waited for a slot."""
+        self.queue_wait.labels(model=model).observe(seconds)
+
+    def rss_bytes(self) -> int:
+        return int(self._process.memory_info().rss)
+
+    def refresh(self, stats: EngineStats, *, model: str) -> None:
+        """Set the gauges that mirror the engine and the process to their values now."""
+        self.cache_hit_rate.set(stats.cache_hit_rate)
+        # A registry reports each of its models; a one-model engine is its own one model.
+        per_model = stats.models or (
+            ModelStats(
+                id=model,
+                loaded=stats.loaded,
+                running=stats.running,
+                waiting=stats.waiting,
+                cache=stats.cache,
+            ),
+        )
+        for m in per_model:
+            self.requests_running.labels(model=m.id).set(m.running)
+            self.requests_waiting.labels(model=m.id).set(m.waiting)
+        self.cache.snapshots = [(m.id, m.cache) for m in per_model]
+        self.model_loads.models = stats.models
+        self.memory_usage.set(self.rss_bytes())
+
+    def exposition(
+        self, stats: EngineStats, accept: str | None, *, model: str
+    ) -> tuple[bytes, str]:
+        """The scrape body in the format ``accept`` asks for, and its content type."""
+        self.refresh(stats, model=model)
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
