@@ -80,9 +80,9 @@ def llama_server_binary(given: Path | None, servers: Sequence[str]) -> Path | No
     if given is not None or LLAMA_SERVER not in servers:
         return given
     try:
-        from perf.llama_server import ensure_llama_server  # builds for minutes the first time
+        from perf.llama_server import build_flags, ensure_llama_server  # builds for minutes
 
-        return ensure_llama_server(log)
+        return ensure_llama_server(log, flags=build_flags())
     except (RuntimeError, OSError) as exc:
         log(f"llama-server unavailable, its runs will fail: {exc}")
         return None

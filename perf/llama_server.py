@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -38,8 +39,38 @@ CMAKE_FLAGS: tuple[str, ...] = (
 )
 
 
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+AMX_PROBE = Path(__file__).resolve().parent.parent / ".ci" / "amx_probe.c"
+
+
 class BuildError(RuntimeError):
     pass
+
+
+def amx_works(probe: Path = AMX_PROBE) -> bool:
+    """Whether one AMX tile instruction runs here (.ci/amx_probe.c; the Makefile asks the same).
+
+    Some virtual machines list AMX and fault on it; a native build then crashes in its first
+    llama_decode, as llmserve's own llama.cpp would.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        binary = Path(folder) / "probe"
+        built = subprocess.run(
+            ["cc", "-O1", "-mamx-tile", "-o", str(binary), str(probe)],
+            capture_output=True,
+            check=False,
+        )
+        if built.returncode != 0:
+            return False
+        return subprocess.run([str(binary)], capture_output=True, check=False).returncode == 0
+
+
+def build_flags() -> tuple[str, ...]:
+    """CMAKE_FLAGS, built without AMX where AMX does not work (as the Makefile builds llmserve's
+    llama.cpp: both sides of the comparison run the same kernels)."""
+    if amx_works():
+        return CMAKE_FLAGS
+    return (*CMAKE_FLAGS, f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}")
 
 
 def cache_dir(llama_cpp_version: str, flags: Sequence[str], root: Path = CACHE_ROOT) -> Path:
@@ -123,7 +154,8 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 def main() -> int:
     try:
-        print(ensure_llama_server(lambda line: print(line, file=sys.stderr, flush=True)))
+        log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+        print(ensure_llama_server(log, flags=build_flags()))
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

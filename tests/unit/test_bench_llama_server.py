@@ -99,3 +99,15 @@ def test_an_sdist_without_llama_cpp_sources_is_refused(tmp_path: Path, fake_cmak
     _sdist(cache_dir(VERSION, llama_server.CMAKE_FLAGS, root) / "sdist", cmake_lists=False)
     with pytest.raises(BuildError, match=r"no vendor/llama\.cpp"):
         ensure_llama_server(lambda _line: None, root=root)
+
+
+def test_llama_server_is_built_without_amx_where_amx_faults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the AMX probe fails, the peer is built with -mno-amx-* as llmserve's llama.cpp is."""
+    monkeypatch.setattr(llama_server, "amx_works", lambda: False)
+    flags = llama_server.build_flags()
+    assert flags[: len(llama_server.CMAKE_FLAGS)] == llama_server.CMAKE_FLAGS
+    assert f"-DCMAKE_C_FLAGS={llama_server.NO_AMX}" in flags
+    monkeypatch.setattr(llama_server, "amx_works", lambda: True)
+    assert llama_server.build_flags() == llama_server.CMAKE_FLAGS
