@@ -143,8 +143,11 @@ class LlamaEngine:
             else CacheSnapshot(),
         )
 
-    async def resolve(self, model: str | None) -> str:
+    def served_id(self, model: str | None) -> str:
         return self._model_id  # one model serves every name, as llama-server does
+
+    async def resolve(self, model: str | None) -> str:
+        return self.served_id(model)
 
     def render_chat(
         self,
