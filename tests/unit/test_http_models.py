@@ -131,3 +131,15 @@ def test_model_lookup_of_an_unknown_name_is_a_404(client: TestClient[Any]) -> No
         "model",
         "model_not_found",
     )
+
+
+def test_fresh_metrics_have_series_for_every_configured_model(client: TestClient[Any]) -> None:
+    """Each configured model, the lazy one too, has its latency series at 0 from the start."""
+    for model in ("alpha", "beta"):
+        ttft = metric_lines(
+            client, f'llm_engine_time_to_first_token_seconds_count{{model="{model}"}}'
+        )
+        assert ttft == [f'llm_engine_time_to_first_token_seconds_count{{model="{model}"}} 0.0']
+        labels = f'endpoint="/v1/chat/completions",model="{model}"'
+        duration = metric_lines(client, f"llm_engine_request_duration_ms_count{{{labels}}}")
+        assert duration == [f"llm_engine_request_duration_ms_count{{{labels}}} 0.0"]
