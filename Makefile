@@ -37,8 +37,12 @@ $(STAMP)-%: pyproject.toml | $(BIN)/python
 
 install: $(STAMP)-demo
 
+# The demo model is a base model: asked for no max_tokens, it writes up to its whole context
+# (minutes on a CPU). `make serve` caps such requests at 256 completion tokens through the
+# environment, so LLM_ENGINE_DEFAULT_MAX_TOKENS=1000 make serve, or ARGS="--default-max-tokens
+# 1000", changes it, and LLM_ENGINE_DEFAULT_MAX_TOKENS= make serve lifts it (OpenAI's behaviour).
 serve: install
-	$(BIN)/llmserve serve $(ARGS)
+	LLM_ENGINE_DEFAULT_MAX_TOKENS="$${LLM_ENGINE_DEFAULT_MAX_TOKENS-256}" $(BIN)/llmserve serve $(ARGS)
 
 test: $(STAMP)-test+demo
 	$(BIN)/pytest -q

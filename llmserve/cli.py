@@ -43,6 +43,7 @@ SETTING_FLAGS = (
     "parallel",
     "max_sequence_length",
     "kv_unified",
+    "default_max_tokens",
     "models_dir",
     "log_level",
 )
@@ -89,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--max-sequence-length", help="context tokens of one sequence")
     group.add_argument(
         "--kv-unified", help="true: one KV buffer for all sequences; false: one each"
+    )
+    group.add_argument(
+        "--default-max-tokens",
+        help="completion tokens of a request that sets no max_tokens (default: up to the context)",
     )
     group.add_argument("--models-dir", help="the model store (default ~/.cache/llmserve/models)")
     group.add_argument("--log-level", help="debug, info, warning, error or critical")

@@ -107,6 +107,9 @@ class ModelSettings:
     prefill_chunk: int = field(default=256, validator=_at_least(1))
     kv_unified: bool = True  # one KV buffer for all slots; false: one per slot
     chat_template: str | None = field(default=None, validator=_not_empty)  # overrides the GGUF's
+    # Completion tokens of a request that sets no max_tokens (OpenAI's default is "until the
+    # end"); None: up to the context, as OpenAI. A base model may otherwise write thousands.
+    default_max_tokens: int | None = field(default=None, validator=_at_least(1))
 
 
 def _names(_instance: Any, _attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
@@ -231,6 +234,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "n_batch": ("model", "n_batch"),
     "prefill_chunk": ("model", "prefill_chunk"),
     "kv_unified": ("model", "kv_unified"),
+    "default_max_tokens": ("model", "default_max_tokens"),
     "cache_enabled": ("cache", "enabled"),
     "cache_size_mb": ("cache", "max_size_mb"),
     "cache_eviction_policy": ("cache", "eviction_policy"),

@@ -15,7 +15,7 @@ from llmserve.api.auth import load_keys
 from llmserve.api.clock import Clock, IdFactory, RandomIds, SystemClock
 from llmserve.api.failures import handle_exception
 from llmserve.api.lifecycle import Lifecycle, load_engine
-from llmserve.api.observe import observe_requests
+from llmserve.api.observe import counted_endpoints, observe_requests
 from llmserve.api.openai.routes import openai_router
 from llmserve.api.openai.tokens import tokens_router
 from llmserve.api.openapi import openapi_json
@@ -66,6 +66,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         served = engine if engine is not None else _build_engine(settings)
+        # Every model's series exist from the start, at zero, for dashboards and absent().
+        metrics.initialise(
+            models=[info.id for info in served.models()], endpoints=counted_endpoints(app)
+        )
         renderer = TemplateRenderer()
         app.state[STATE_KEY] = AppState(
             settings=settings,

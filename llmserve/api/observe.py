@@ -20,7 +20,7 @@ from llmserve.engine.protocol import TokenEvent
 from llmserve.ops.logs import request_id_var
 
 if TYPE_CHECKING:
-    from litestar import Request
+    from litestar import Litestar, Request
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
     from llmserve.ops.metrics import Metrics
@@ -89,6 +89,13 @@ class RequestRecord:
             self.prompt_tokens = event.usage.prompt_tokens
             self.completion_tokens = event.usage.completion_tokens
             self.cached_tokens = event.usage.cached_tokens
+
+
+def counted_endpoints(app: Litestar) -> list[str]:
+    """The endpoint labels the request metrics will carry: each /v1 route's path template."""
+    return [
+        route.path_format for route in app.routes if route.path_format.startswith(_COUNTED_PREFIX)
+    ]
 
 
 def record_of(request: Request[Any, Any, Any]) -> RequestRecord:

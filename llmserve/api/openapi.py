@@ -105,6 +105,14 @@ def _completion(object_name: str, **choice: Schema) -> Schema:
     }
 
 
+def _chunk(object_name: str, **choice: Schema) -> Schema:
+    """A streamed chunk: a completion whose usage is absent, null, or (last) the usage."""
+    schema = _completion(object_name, **choice)
+    schema["required"] = ["id", "object", "created", "model", "choices"]
+    schema["properties"]["usage"] = _nullable(_ref("Usage"))
+    return schema
+
+
 _SCHEMAS: dict[str, Schema] = {
     "Error": {
         "type": "object",
@@ -246,15 +254,39 @@ _SCHEMAS: dict[str, Schema] = {
         "chat.completion",
         message={
             "type": "object",
-            "required": ["role", "content"],
+            # OpenAI's schema requires refusal (string or null); this server never refuses.
+            "required": ["role", "content", "refusal"],
             "properties": {
                 "role": {"const": "assistant"},
                 "content": {"type": ["string", "null"]},
+                "refusal": {"type": ["string", "null"]},
             },
         },
         finish_reason={"enum": ["stop", "length", "tool_calls", None]},
     ),
     "Completion": _completion(
+        "text_completion",
+        text={"type": "string"},
+        finish_reason={"enum": ["stop", "length", None]},
+    ),
+    # One `data:` event of a stream (the paths list text/event-stream without a schema: SSE has
+    # none in OpenAPI 3.1). A choice's first delta has its role and "refusal": null; with
+    # stream_options.include_usage every chunk before the last has "usage": null, and the last
+    # has no choices and the usage.
+    "ChatCompletionChunk": _chunk(
+        "chat.completion.chunk",
+        delta={
+            "type": "object",
+            "properties": {
+                "role": {"const": "assistant"},
+                "content": {"type": ["string", "null"]},
+                "refusal": {"type": ["string", "null"]},
+                "tool_calls": {"type": "array"},
+            },
+        },
+        finish_reason={"enum": ["stop", "length", "tool_calls", None]},
+    ),
+    "CompletionChunk": _chunk(
         "text_completion",
         text={"type": "string"},
         finish_reason={"enum": ["stop", "length", None]},

@@ -147,8 +147,11 @@ class FakeEngine:
             running=self.running, waiting=0, cache_hit_rate=self.cache_hit_rate, loaded=self.loaded
         )
 
-    async def resolve(self, model: str | None) -> str:
+    def served_id(self, model: str | None) -> str:
         return self.model_id
+
+    async def resolve(self, model: str | None) -> str:
+        return self.served_id(model)
 
     def render_chat(
         self,

@@ -175,6 +175,13 @@ class Engine(Protocol):
 
     def stats(self) -> EngineStats: ...
 
+    def served_id(self, model: str | None) -> str:
+        """The id of the model that would serve the requested name, without loading it.
+
+        Raises ModelNotFound for a name no model has (with one model, every name is its).
+        """
+        ...
+
     async def resolve(self, model: str | None) -> str:
         """The id of the model that serves the requested name, once it can serve.
 

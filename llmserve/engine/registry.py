@@ -180,6 +180,9 @@ class ModelRegistry:
             ),
         )
 
+    def served_id(self, model: str | None) -> str:
+        return self._route(model).id
+
     async def resolve(self, model: str | None) -> str:
         chosen = self._route(model)
         await self._wait_loaded(chosen)

@@ -143,8 +143,11 @@ class LlamaEngine:
             else CacheSnapshot(),
         )
 
-    async def resolve(self, model: str | None) -> str:
+    def served_id(self, model: str | None) -> str:
         return self._model_id  # one model serves every name, as llama-server does
+
+    async def resolve(self, model: str | None) -> str:
+        return self.served_id(model)
 
     def render_chat(
         self,
@@ -308,7 +311,10 @@ class LlamaEngine:
             raise InvalidRequest("the prompt is empty", param=param)
         n_ctx = self._n_ctx_seq
         room = n_ctx - len(tokens)
-        max_tokens = request.max_tokens if request.max_tokens is not None else room
+        max_tokens = request.max_tokens
+        if max_tokens is None:  # [model] default_max_tokens, within the room left; else all of it
+            default = self._settings.model.default_max_tokens
+            max_tokens = room if default is None else min(default, room)
         if room < 1 or max_tokens > room:
             raise ContextLengthExceeded(
                 prompt_tokens=len(tokens), max_tokens=max(max_tokens, 1), n_ctx=n_ctx

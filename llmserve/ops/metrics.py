@@ -217,6 +217,29 @@ class Metrics:
             PlatformCollector(registry=registry)
             GCCollector(registry=registry)
 
+    def initialise(self, *, models: Sequence[str], endpoints: Sequence[str]) -> None:
+        """Create the series of every label set known at start, at zero.
+
+        A labelled collector has no series until its first observation, so a fresh server's
+        dashboards would show no data and ``absent()`` alerts would fire. The models are
+        every configured one (loaded or not); the endpoints are the counted /v1 routes. Of
+        the request counter's statuses only 200 is known ahead: the others appear when sent.
+        """
+        for model in models:
+            for endpoint in endpoints:
+                self.requests.labels(endpoint=endpoint, model=model, status="200")
+                self.request_duration.labels(endpoint=endpoint, model=model)
+            for per_model in (
+                self.prompt_tokens,
+                self.generation_tokens,
+                self.requests_running,
+                self.requests_waiting,
+                self.time_to_first_token,
+                self.inter_token_latency,
+                self.queue_wait,
+            ):
+                per_model.labels(model=model)
+
     @property
     def total_requests(self) -> int:
         return self._total_requests

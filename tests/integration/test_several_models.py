@@ -104,6 +104,16 @@ def test_unknown_model_is_not_found(client: openai.OpenAI) -> None:
     assert caught.value.code == "model_not_found"
 
 
+def test_models_retrieve_by_name_or_alias_names_the_served_model(client: openai.OpenAI) -> None:
+    """models.retrieve resolves names and aliases as completions do; unknown names are 404."""
+    assert client.models.retrieve("gpt-4o-mini").id == "first"
+    assert client.models.retrieve("org/second").id == "second"
+    assert client.models.retrieve("second").id == "second"
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("gpt-5")
+    assert caught.value.code == "model_not_found"
+
+
 def test_loads_and_unloads_show_on_metrics(client: openai.OpenAI, base_url: str) -> None:
     """Switching models under max_loaded_models = 1 loads one and unloads the other."""
     complete(client, "first")

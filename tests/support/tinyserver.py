@@ -17,7 +17,13 @@ MODEL = "tiny"
 
 
 @contextmanager
-def tiny_server(path: Path, *, parallel: int = 4, max_sequence_length: int = 1024) -> Iterator[str]:
+def tiny_server(
+    path: Path,
+    *,
+    parallel: int = 4,
+    max_sequence_length: int = 1024,
+    default_max_tokens: int | None = None,
+) -> Iterator[str]:
     """Serve the model at ``path`` as ``tiny`` behind API key ``KEY``; yields the base URL."""
     settings = Settings(
         server=ServerSettings(api_key=KEY),
@@ -26,6 +32,7 @@ def tiny_server(path: Path, *, parallel: int = 4, max_sequence_length: int = 102
             name=MODEL,
             parallel=parallel,
             max_sequence_length=max_sequence_length,
+            default_max_tokens=default_max_tokens,
         ),
     )
     with serve_app(create_app(settings)) as base_url:

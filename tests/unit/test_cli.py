@@ -142,6 +142,12 @@ def test_config_command_json_masks_api_key(
     assert (data["server"]["api_key"], data["model"]["parallel"]) == ("***", 2)
 
 
+def test_default_max_tokens_flag_reaches_the_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--default-max-tokens 256` sets [model] default_max_tokens."""
+    assert main(["config", "--json", "--default-max-tokens", "256"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["default_max_tokens"] == 256
+
+
 def test_port_in_use_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     """A port another socket listens on fails at once, before any model is loaded."""
     with socket.socket() as taken:

@@ -129,6 +129,7 @@ def test_toml_keeps_keys_the_env_does_not_set(write_toml: Any) -> None:
         ("LLM_ENGINE_PARALLEL", "8", ("model", "parallel"), 8),
         ("LLM_ENGINE_N_THREADS", "3", ("model", "n_threads"), 3),
         ("LLM_ENGINE_N_BATCH", "256", ("model", "n_batch"), 256),
+        ("LLM_ENGINE_DEFAULT_MAX_TOKENS", "256", ("model", "default_max_tokens"), 256),
         ("LLM_ENGINE_CACHE_ENABLED", "false", ("cache", "enabled"), False),
         ("LLM_ENGINE_CACHE_SIZE_MB", "64", ("cache", "max_size_mb"), 64),
         ("LLM_ENGINE_CACHE_EVICTION_POLICY", "lfu", ("cache", "eviction_policy"), "lfu"),
@@ -355,4 +356,29 @@ def test_flag_value_with_spaces_is_quoted() -> None:
     """A flag value that would blur the message is shown quoted."""
     assert error_of(device="big gpu") == (
         'invalid config: --device "big gpu": must be one of cpu, gpu, cuda'
+    )
+
+
+def test_default_max_tokens_is_unset_by_default() -> None:
+    """Without the key, requests that set no max_tokens may fill the context, as today."""
+    assert load().model.default_max_tokens is None
+
+
+def test_default_max_tokens_from_toml_env_and_flag(write_toml: Any) -> None:
+    """[model] default_max_tokens < LLM_ENGINE_DEFAULT_MAX_TOKENS < --default-max-tokens."""
+    path = write_toml("[model]\ndefault_max_tokens = 256\n")
+    assert load(path).model.default_max_tokens == 256
+    env = {"LLM_ENGINE_DEFAULT_MAX_TOKENS": "128"}
+    assert load(path, env).model.default_max_tokens == 128
+    assert load(path, env, default_max_tokens="64").model.default_max_tokens == 64
+
+
+def test_default_max_tokens_below_one_names_its_key(write_toml: Any) -> None:
+    """0 is refused in one line naming the key and where it came from."""
+    path = write_toml("[model]\ndefault_max_tokens = 0\n")
+    assert error_of(path) == (
+        "invalid config: [model] default_max_tokens = 0 (config.toml): must be at least 1"
+    )
+    assert error_of(default_max_tokens="0") == (
+        "invalid config: --default-max-tokens 0: must be at least 1"
     )

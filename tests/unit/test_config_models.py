@@ -201,3 +201,14 @@ def test_every_models_path_is_resolved_before_serving(write_toml: Any, tmp_path:
     missing = load(write_toml(text + '[[models]]\nname = "b"\nmodel_path = "b.gguf"\n'))
     with pytest.raises(ConfigError, match=r"model file not found: .*b\.gguf"):
         resolve_model_paths(missing)
+
+
+def test_models_entries_take_their_own_default_max_tokens(write_toml: Any) -> None:
+    """Each [[models]] entry may set default_max_tokens; the env one applies to all."""
+    path = write_toml(
+        '[[models]]\nname = "a"\nmodel_path = "a.gguf"\ndefault_max_tokens = 100\n'
+        '[[models]]\nname = "b"\nmodel_path = "b.gguf"\n'
+    )
+    assert [m.default_max_tokens for m in load(path).models] == [100, None]
+    env = {"LLM_ENGINE_DEFAULT_MAX_TOKENS": "7"}
+    assert [m.default_max_tokens for m in load(path, env).models] == [7, 7]

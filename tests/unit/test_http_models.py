@@ -105,3 +105,41 @@ def test_loads_and_unloads_show_on_metrics(client: TestClient[Any]) -> None:
     assert 'llm_engine_model_loaded{model="alpha"} 0.0' in metric_lines(
         client, "llm_engine_model_loaded{"
     )
+
+
+def test_model_lookup_by_alias_names_the_served_model(client: TestClient[Any]) -> None:
+    """/v1/models/{alias} answers the card of the model the alias routes to."""
+    for name, served in (("alpha", "alpha"), ("beta", "beta"), ("b", "beta"), ("org/b", "beta")):
+        response = client.get(f"/v1/models/{name}")
+        assert response.status_code == 200
+        assert response.json()["id"] == served
+
+
+def test_model_lookup_loads_nothing(client: TestClient[Any], engines: list[FakeEngine]) -> None:
+    """Looking a lazy model up does not load it (nor unload another to make room)."""
+    assert client.get("/v1/models/b").json()["id"] == "beta"
+    assert [engine.loaded for engine in engines] == [True, False]
+
+
+def test_model_lookup_of_an_unknown_name_is_a_404(client: TestClient[Any]) -> None:
+    """With several models, a name none has is 404 model_not_found, in OpenAI's envelope."""
+    response = client.get("/v1/models/gpt-3.5-turbo")
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == (
+        "invalid_request_error",
+        "model",
+        "model_not_found",
+    )
+
+
+def test_fresh_metrics_have_series_for_every_configured_model(client: TestClient[Any]) -> None:
+    """Each configured model, the lazy one too, has its latency series at 0 from the start."""
+    for model in ("alpha", "beta"):
+        ttft = metric_lines(
+            client, f'llm_engine_time_to_first_token_seconds_count{{model="{model}"}}'
+        )
+        assert ttft == [f'llm_engine_time_to_first_token_seconds_count{{model="{model}"}} 0.0']
+        labels = f'endpoint="/v1/chat/completions",model="{model}"'
+        duration = metric_lines(client, f"llm_engine_request_duration_ms_count{{{labels}}}")
+        assert duration == [f"llm_engine_request_duration_ms_count{{{labels}}} 0.0"]

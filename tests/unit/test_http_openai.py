@@ -50,7 +50,7 @@ def test_chat_completion_has_openai_shape(client: TestClient[Any]) -> None:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "Hello, world!"},
+                "message": {"role": "assistant", "content": "Hello, world!", "refusal": None},
                 "logprobs": None,
                 "finish_reason": "stop",
             }
@@ -117,7 +117,7 @@ def test_chat_stream_chunks_in_openai_order(client: TestClient[Any]) -> None:
     assert len({c["id"] for c in chunks}) == 1
     deltas = [(c["choices"][0]["delta"], c["choices"][0]["finish_reason"]) for c in chunks]
     assert deltas == [
-        ({"role": "assistant", "content": ""}, None),
+        ({"role": "assistant", "content": "", "refusal": None}, None),
         ({"content": "Hello"}, None),
         ({"content": ","}, None),
         ({"content": " world"}, None),
@@ -296,11 +296,12 @@ def test_model_ids_may_contain_slashes() -> None:
         assert client.get("/v1/models/org/tiny").json()["id"] == "org/tiny"
 
 
-def test_unknown_model_is_a_404_model_not_found(client: TestClient[Any]) -> None:
-    """Retrieving a model that is not served is 404 model_not_found on param model."""
-    response = client.get("/v1/models/nope")
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "model_not_found"
+def test_any_model_name_retrieves_the_one_served_model(client: TestClient[Any]) -> None:
+    """With one model, /v1/models/{any name} answers its card, as chat serves any name."""
+    for name in ("gpt-3.5-turbo", "org/other", "nope"):
+        response = client.get(f"/v1/models/{name}")
+        assert response.status_code == 200
+        assert response.json()["id"] == "fake-model"
 
 
 def test_unknown_route_is_a_404_envelope(client: TestClient[Any]) -> None:

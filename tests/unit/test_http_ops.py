@@ -139,11 +139,43 @@ def test_metrics_mirrors_the_engine_cache_hit_rate(client: TestClient[Any]) -> N
     assert "llm_engine_cache_hit_rate 0.25" in client.get("/metrics").text
 
 
+V1_ENDPOINTS = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v1/models/{model_id}",
+)
+
+
+def test_fresh_metrics_have_every_series_at_zero(client: TestClient[Any]) -> None:
+    """Before any request, the labelled series exist at 0, so dashboards and absent() see them."""
+    text = client.get("/metrics").text
+    for endpoint in V1_ENDPOINTS:
+        labels = f'endpoint="{endpoint}",model="fake-model"'
+        assert f"llm_engine_request_duration_ms_count{{{labels}}} 0.0" in text
+        assert f'llm_engine_requests_total{{{labels},status="200"}} 0.0' in text
+    for name in (
+        "llm_engine_time_to_first_token_seconds_count",
+        "llm_engine_inter_token_latency_seconds_count",
+        "llm_engine_queue_wait_seconds_count",
+        "llm_engine_prompt_tokens_total",
+        "llm_engine_generation_tokens_total",
+    ):
+        assert f'{name}{{model="fake-model"}} 0.0' in text
+
+
 def test_ops_routes_are_not_counted_as_requests(client: TestClient[Any]) -> None:
     """Probes and scrapes do not appear in llm_engine_requests_total."""
     client.get("/health")
     client.get("/metrics")
-    assert "llm_engine_requests_total{" not in client.get("/metrics").text
+    counted = [
+        line
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("llm_engine_requests_total{")
+    ]
+    assert counted  # the /v1 series exist from the start, at zero
+    assert all('endpoint="/v1/' in line and line.endswith(" 0.0") for line in counted)
 
 
 def test_building_an_app_does_not_import_llama_cpp() -> None:

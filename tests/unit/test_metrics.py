@@ -148,3 +148,36 @@ def test_prefix_cache_counters_come_from_the_engine_snapshot() -> None:
     assert 'llm_engine_cache_evictions_total{model="m",tier="disk"} 1.0' in text
     assert 'llm_engine_cache_bytes{model="m",tier="ram"} 1000.0' in text
     assert 'llm_engine_cache_entries{model="m",tier="disk"} 7.0' in text
+
+
+def test_initialise_creates_every_known_series_at_zero(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """Each model's (and model x endpoint's) series exist at zero before any request."""
+    metrics.initialise(models=["a", "b"], endpoints=["/v1/completions", "/v1/chat/completions"])
+    for model in ("a", "b"):
+        for endpoint in ("/v1/completions", "/v1/chat/completions"):
+            pair = {"endpoint": endpoint, "model": model}
+            assert value(registry, "llm_engine_request_duration_ms_count", **pair) == 0.0
+            assert value(registry, "llm_engine_requests_total", **pair, status="200") == 0.0
+        for name in (
+            "llm_engine_time_to_first_token_seconds_count",
+            "llm_engine_inter_token_latency_seconds_count",
+            "llm_engine_queue_wait_seconds_count",
+            "llm_engine_prompt_tokens_total",
+            "llm_engine_generation_tokens_total",
+            "llm_engine_requests_running",
+            "llm_engine_requests_waiting",
+        ):
+            assert value(registry, name, model=model) == 0.0, name
+
+
+def test_initialised_series_count_later_observations(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """An initialised series is the same one a request then adds to."""
+    metrics.initialise(models=["m"], endpoints=["/v1/completions"])
+    metrics.observe_request(endpoint="/v1/completions", model="m", status=200, duration_ms=3.0)
+    labels = {"endpoint": "/v1/completions", "model": "m"}
+    assert value(registry, "llm_engine_request_duration_ms_count", **labels) == 1.0
+    assert value(registry, "llm_engine_requests_total", **labels, status="200") == 1.0

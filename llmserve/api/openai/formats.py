@@ -70,12 +70,16 @@ class ChatFormat:
         *,
         n: int = 1,
         stream: bool = False,
+        include_usage: bool = False,
         tools: ToolUse | None = None,
         logprobs: bool = False,
         call_id: Callable[[], str] = lambda: "call_0",
     ) -> None:
         self.meta = meta
         self.stream = stream
+        self.chunk_type = (
+            wire.ChatCompletionChunkBeforeUsage if include_usage else wire.ChatCompletionChunk
+        )
         self.tools = tools
         self.logprobs = logprobs
         self.call_id = call_id
@@ -87,7 +91,7 @@ class ChatFormat:
     def _chunk(
         self, choices: tuple[wire.ChunkChoice, ...], usage: wire.Usage | None = None
     ) -> wire.ChatCompletionChunk:
-        return wire.ChatCompletionChunk(
+        return self.chunk_type(
             id=self.meta.id,
             created=self.meta.created,
             model=self.meta.model,
@@ -96,15 +100,16 @@ class ChatFormat:
         )
 
     def _delta(
-        self, index: int, delta: wire.Delta, entries: tuple[wire.LogprobEntry, ...] = ()
+        self,
+        index: int,
+        delta: wire.Delta | wire.OpeningDelta,
+        entries: tuple[wire.LogprobEntry, ...] = (),
     ) -> wire.ChatCompletionChunk:
         logprobs = wire.ChatLogprobs(content=entries) if entries else None
         return self._chunk((wire.ChunkChoice(index=index, delta=delta, logprobs=logprobs),))
 
     def opening(self) -> list[object]:
-        return [
-            self._delta(c.index, wire.Delta(role="assistant", content="")) for c in self.choices
-        ]
+        return [self._delta(c.index, wire.OpeningDelta()) for c in self.choices]
 
     def feed(self, event: TokenEvent) -> list[object]:
         choice = self.choices[event.index]
@@ -232,11 +237,13 @@ class TextFormat:
         *,
         n: int = 1,
         stream: bool = False,
+        include_usage: bool = False,
         logprobs: bool = False,
         echo: str = "",
     ) -> None:
         self.meta = meta
         self.stream = stream
+        self.chunk_type = wire.CompletionChunkBeforeUsage if include_usage else wire.CompletionChunk
         self.logprobs = logprobs
         self.echo = echo
         self.choices = [_TextChoice(i, offset=len(echo)) for i in range(n)]
@@ -244,7 +251,7 @@ class TextFormat:
     def _chunk(
         self, choices: tuple[wire.CompletionChoice, ...], usage: wire.Usage | None = None
     ) -> wire.CompletionChunk:
-        return wire.CompletionChunk(
+        return self.chunk_type(
             id=self.meta.id,
             created=self.meta.created,
             model=self.meta.model,

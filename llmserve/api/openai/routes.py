@@ -187,6 +187,7 @@ async def chat_completions(request: Request[Any, Any, Any], body: RawBody) -> Re
         Meta(id=state.ids.chat_completion_id(), created=int(state.clock.time()), model=model),
         n=parsed.n,
         stream=parsed.stream,
+        include_usage=parsed.include_usage,
         tools=parsed.tool_use(),
         logprobs=parsed.logprobs,
         call_id=state.ids.tool_call_id,
@@ -215,6 +216,7 @@ async def completions(request: Request[Any, Any, Any], body: RawBody) -> Respons
         Meta(id=state.ids.completion_id(), created=int(state.clock.time()), model=model),
         n=parsed.n,
         stream=parsed.stream,
+        include_usage=parsed.include_usage,
         logprobs=parsed.logprobs is not None,
         echo=echo,
     )
@@ -248,12 +250,17 @@ async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def retrieve_model(
     request: Request[Any, Any, Any], model_id: FromPath[str]
 ) -> Response[bytes]:
-    """One served model, by id (ids may contain slashes, like Hugging Face repo names)."""
-    model_id = model_id.lstrip("/")
-    for info in app_state(request.app).engine.models():
-        if info.id == model_id:
+    """The model a completion naming ``model_id`` would be served by (ids may contain slashes,
+    like Hugging Face repo names): any name with one model, a name or an alias with several.
+
+    The card names the served model (its id), as the completion would. Nothing is loaded.
+    """
+    engine = app_state(request.app).engine
+    served = engine.served_id(model_id.lstrip("/"))  # ModelNotFound: a 404 in the envelope
+    for info in engine.models():
+        if info.id == served:
             return _json(wire.ModelCard.from_engine(info))
-    raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
+    raise ModelNotFound(f"The model '{served}' does not exist.", param="model")
 
 
 def require_ready(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

@@ -376,6 +376,9 @@ class ChatLogprobs:
 class AssistantMessage:
     role: Literal["assistant"] = "assistant"
     content: str | None = field(metadata={KEEP_NULL: True})
+    # OpenAI's schema requires it (string or null); schema-generated clients reject its absence.
+    # This server never refuses, so it is always null.
+    refusal: None = field(default=None, metadata={KEEP_NULL: True})
     tool_calls: tuple[ToolCall, ...] | None = None
 
 
@@ -415,9 +418,20 @@ class Delta:
 
 
 @frozen(kw_only=True)
+class OpeningDelta:
+    """A choice's first delta: its role, and ``"refusal": null`` as OpenAI's first delta has
+    (the schema's delta lists refusal, string or null; this server never refuses)."""
+
+    role: Literal["assistant"] = "assistant"
+    content: str = ""
+    refusal: None = field(default=None, metadata={KEEP_NULL: True})
+
+
+@frozen(kw_only=True)
 class ChunkChoice:
     index: int
-    delta: Delta
+    # A union, so that the codec writes each delta by its own class.
+    delta: Delta | OpeningDelta
     logprobs: ChatLogprobs | None = field(default=None, metadata={KEEP_NULL: True})
     finish_reason: FinishReason | None = field(default=None, metadata={KEEP_NULL: True})
 
@@ -430,6 +444,14 @@ class ChatCompletionChunk:
     model: str
     choices: tuple[ChunkChoice, ...]
     usage: Usage | None = None
+
+
+@frozen(kw_only=True)
+class ChatCompletionChunkBeforeUsage(ChatCompletionChunk):
+    """A chunk of a stream that asked for usage (``stream_options.include_usage``): every
+    chunk before the usage chunk carries ``"usage": null``, as OpenAI's schema describes."""
+
+    usage: Usage | None = field(default=None, metadata={KEEP_NULL: True})
 
 
 @frozen(kw_only=True)
@@ -468,6 +490,13 @@ class CompletionChunk:
     model: str
     choices: tuple[CompletionChoice, ...]
     usage: Usage | None = None
+
+
+@frozen(kw_only=True)
+class CompletionChunkBeforeUsage(CompletionChunk):
+    """A text completion chunk of a stream that asked for usage: ``"usage": null``."""
+
+    usage: Usage | None = field(default=None, metadata={KEEP_NULL: True})
 
 
 @frozen(kw_only=True)
