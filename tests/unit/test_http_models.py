@@ -10,6 +10,8 @@ from litestar.testing import TestClient
 
 from llmserve.engine.fake import FakeEngine
 from llmserve.engine.registry import ModelRegistry, ModelSpec
+from llmserve.models.budget import GiB, MemoryGuard, ModelNeed
+from llmserve.ops.memlimit import MemoryLimit
 from tests.support.doubles import fake_app
 
 USER = {"role": "user", "content": "say hello"}
@@ -105,3 +107,25 @@ def test_loads_and_unloads_show_on_metrics(client: TestClient[Any]) -> None:
     assert 'llm_engine_model_loaded{model="alpha"} 0.0' in metric_lines(
         client, "llm_engine_model_loaded{"
     )
+
+
+def test_model_load_that_does_not_fit_memory_is_a_503_envelope() -> None:
+    """Loading a model over the memory limit answers 503 insufficient_memory, streamed or not."""
+    small, huge = FakeEngine(model_id="small"), FakeEngine(model_id="huge")
+    limit = MemoryLimit(4 * GiB, "test")
+    models = ModelRegistry(
+        [
+            ModelSpec(small, preload=True, need=ModelNeed("small", GiB, 0, 0, 0)),
+            ModelSpec(huge, need=ModelNeed("huge", 8 * GiB, 0, 0, 0)),
+        ],
+        memory=MemoryGuard(read_limit=lambda: limit, process=0),
+    )
+    with TestClient(fake_app(models)) as client:
+        for stream in (False, True):
+            body = {"model": "huge", "messages": [USER], "stream": stream}
+            response = client.post("/v1/chat/completions", json=body)
+            assert response.status_code == 503
+            error = response.json()["error"]
+            assert (error["type"], error["code"]) == ("server_error", "insufficient_memory")
+            assert error["message"].startswith("Resource error: Insufficient memory: ")
+    assert not huge.loaded
