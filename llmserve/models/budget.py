@@ -6,7 +6,11 @@ Per loaded model, the RAM it can come to hold::
     KV        f16 keys and values of ``parallel`` x context tokens per attention layer, sized as
               llama.cpp sizes them (context padded to 256; sliding-window layers keep only their
               window plus a batch), plus the embeddings context (one sequence, made on first use)
-    compute   llama.cpp's scratch for one batch, and the logits of a batch
+    compute   llama.cpp's scratch for one batch of n_batch tokens, and its logits (f32 x
+              vocabulary per token)
+    embeddings  the embeddings context, made on the first /v1/embeddings: KV and compute of one
+              sequence whose batch is its whole context; llama.cpp reserves the logits of every
+              token of it, 4 GiB for Gemma 3's 262,144-token vocabulary at 4096 (measured)
     cache     ``[cache] max_size_mb``: each model's RAM prefix cache fills up to it
 
 plus the process itself (interpreter, libraries). With ``device`` gpu/cuda the offloaded layers'
@@ -63,10 +67,11 @@ class ModelNeed:
     kv: int
     compute: int
     cache: int
+    embeddings: int = 0
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv + self.compute + self.cache
+        return self.weights + self.kv + self.compute + self.cache + self.embeddings
 
 
 @frozen
@@ -87,6 +92,7 @@ class MemoryPlan:
             ("model" if len(self.models) == 1 else "models", _sum(self.models, "weights")),
             ("KV ([model] parallel x max_sequence_length)", _sum(self.models, "kv")),
             ("compute", _sum(self.models, "compute")),
+            ("embeddings context (max_sequence_length)", _sum(self.models, "embeddings")),
             ("[cache] max_size_mb", _sum(self.models, "cache")),
             ("runtime", self.process),
         ]
@@ -224,22 +230,26 @@ def model_need(
         kv_unified=model.kv_unified,
     )
     # The embeddings context: one sequence, its context one batch (llmserve.engine.embeddings).
-    embeddings = kv_bytes(
+    embeddings_kv = kv_bytes(
         shape, n_ctx_seq=n_ctx_seq, parallel=1, n_ubatch=n_ctx_seq, kv_unified=True, swa_full=True
     )
-    weights, kv = file_bytes, generation + embeddings
     in_ram = _ram_share(model, _int(metadata, "block_count") or 0)
     n_vocab = _vocab_size(metadata)
     n_embd = _int(metadata, "embedding_length") or 0
-    # Logits of a batch (f32) and the graph's activations for one batch of n_batch tokens.
-    compute = 4 * model.n_batch * (n_vocab + 8 * n_embd)
+
+    def compute_of(batch: int) -> int:
+        # Logits (f32) and the graph's activations of one batch; llama.cpp reserves the logits
+        # of every token of the embeddings context's batch even though pooling reads none.
+        return 4 * batch * (n_vocab + 8 * n_embd)
+
     ram_cache = cache.max_size_mb * MiB if cache.enabled else 0
     return ModelNeed(
         name=name,
-        weights=round(weights * in_ram),
-        kv=round(kv * in_ram),
-        compute=compute,
+        weights=round(file_bytes * in_ram),
+        kv=round(generation * in_ram),
+        compute=compute_of(model.n_batch),
         cache=ram_cache,
+        embeddings=round(embeddings_kv * in_ram) + compute_of(n_ctx_seq),
     )
 
 

@@ -135,14 +135,15 @@ def test_unknown_window_layout_counts_every_layer_as_full(tmp_path: Path) -> Non
 
 
 def test_model_need_counts_weights_kv_compute_and_ram_cache(tmp_path: Path) -> None:
-    """The file size, the KV of the context, the logits of a batch, and max_size_mb."""
+    """The file size, the KV of the slots, a batch's logits, the embeddings context, the cache."""
     metadata = read_metadata(header(tmp_path / "m.gguf", n_vocab=1000))
     model = ModelSettings(max_sequence_length=1024, parallel=2, n_batch=64)
     got = model_need("m", model, CacheSettings(max_size_mb=300), metadata, file_bytes=5 * MiB)
     per_token = 4 * 2 * 128 * 2
     assert got.weights == 5 * MiB
-    assert got.kv == per_token * (2048 + 1024)  # the slots, and the embeddings context
-    assert got.compute == 4 * 64 * (1000 + 8 * 256)
+    assert got.kv == per_token * 2048  # the slots
+    assert got.compute == 4 * 64 * (1000 + 8 * 256)  # the logits and activations of a batch
+    assert got.embeddings == per_token * 1024 + 4 * 1024 * (1000 + 8 * 256)  # one whole batch
     assert got.cache == 300 * MiB
 
 
