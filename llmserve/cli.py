@@ -20,7 +20,8 @@ from typing import Any
 import attrs
 
 from llmserve.config import Settings, load_settings, settings_to_dict, settings_to_toml
-from llmserve.errors import ConfigError, LLMServeError
+from llmserve.errors import ConfigError, InsufficientMemory, LLMServeError
+from llmserve.models.budget import check_memory
 from llmserve.models.cli import add_commands as add_model_commands
 from llmserve.models.resolve import resolve_model_paths
 from llmserve.ops.logs import configure_logging
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.run(args)
-    except ConfigError as exc:
+    except (ConfigError, InsufficientMemory) as exc:  # both fixed by changing the config
         return _fail(exc.message, EXIT_CONFIG)
     except LLMServeError as exc:
         return _fail(exc.message, EXIT_FAILURE)
@@ -136,7 +137,11 @@ def _serve(args: argparse.Namespace) -> int:
     # has loaded, and no other process can take it while the model loads.
     listener = _bind(settings.server.host, settings.server.port)
     try:
-        return _run_server(resolve_model_paths(settings), listener)
+        resolved = resolve_model_paths(settings)
+        # Before anything loads: a configuration that cannot fit stops here, in one line,
+        # rather than at the OOM killer once the caches have grown.
+        check_memory(resolved)
+        return _run_server(resolved, listener)
     finally:
         listener.close()
 

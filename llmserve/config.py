@@ -91,6 +91,10 @@ class ServerSettings:
     # how long a model may sit idle before it is unloaded (None or -1: never; 0: at once).
     max_loaded_models: int | None = field(default=None, validator=_at_least(1))
     keep_alive: int | None = field(default=None, validator=_at_least(-1))
+    # Refuse to start (and to load one more model) when the configuration's estimated memory
+    # exceeds the machine's or the container's limit; false: only warn (the estimate is
+    # conservative: mapped weights are reclaimable, and GPU memory is not checked).
+    memory_check: bool = True
 
 
 @frozen
@@ -224,6 +228,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "graceful_shutdown_s": ("server", "graceful_shutdown_s"),
     "max_loaded_models": ("server", "max_loaded_models"),
     "keep_alive": ("server", "keep_alive"),
+    "memory_check": ("server", "memory_check"),
     "model_path": ("model", "model_path"),
     "model_name": ("model", "name"),
     "device": ("model", "device"),

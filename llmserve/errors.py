@@ -17,6 +17,7 @@ CLI prints its message as one line.
     │   ├── EngineOverloaded           429 rate_limit_error / engine_overloaded
     │   └── RateLimitExceeded          429 rate_limit_error / rate_limit_exceeded
     ├── ServiceUnavailable             503 server_error / service_unavailable
+    │   └── InsufficientMemory         503 server_error / insufficient_memory (start: exit 2)
     ├── ConfigError                    start-up: invalid configuration (names the key)
     ├── ModelLoadError                 start-up: the model cannot be loaded
     └── ModelStoreError                pull / models / start-up: the Hub and the model store
@@ -148,6 +149,21 @@ class ServiceUnavailable(LLMServeError):
     status = 503
     type = "server_error"
     code = "service_unavailable"
+
+
+class InsufficientMemory(ServiceUnavailable):
+    """The configuration, or one more model, would not fit the memory limit.
+
+    A 503 like the other "not now" server conditions, not 507 (WebDAV's "cannot store the
+    representation"): at run time the load fits again once a busy model goes idle and unloads,
+    and clients already retry a 503. At start it is a configuration error (exit status 2).
+    """
+
+    code = "insufficient_memory"
+    PREFIX = "Resource error: Insufficient memory: "
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(self.PREFIX + detail)
 
 
 class ConfigError(LLMServeError):

@@ -25,6 +25,7 @@ from llmserve.api.rendering import TemplateRenderer
 from llmserve.api.state import STATE_KEY, AppState
 from llmserve.config import Settings
 from llmserve.engine.protocol import Engine
+from llmserve.models.budget import MemoryGuard
 from llmserve.ops.metrics import Metrics
 from llmserve.prompt.chat import ChatTemplate
 
@@ -34,9 +35,12 @@ def _build_engine(settings: Settings) -> Engine:
     from llmserve.engine.registry import registry_from_settings
     from llmserve.engine.service import LlamaEngine
 
-    # Even one model goes through the registry: the same load metrics, logs and keep_alive.
+    # Even one model goes through the registry: the same load metrics, logs, keep_alive and
+    # memory check of each load.
     return registry_from_settings(
-        settings, functools.partial(LlamaEngine.from_settings, templates=ChatTemplate.from_source)
+        settings,
+        functools.partial(LlamaEngine.from_settings, templates=ChatTemplate.from_source),
+        memory=MemoryGuard() if settings.server.memory_check else None,
     )
 
 

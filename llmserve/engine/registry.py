@@ -12,7 +12,10 @@ start, ``preload``), and keeps memory bounded::
 - at most ``max_loaded`` models in memory: when another must load, the least recently used
   idle one is unloaded; when every one is busy, the load waits for one to go idle, up to
   ``busy_wait_s``, then the request gets 503;
-- a model idle for its ``keep_alive`` seconds is unloaded by a sweeper task.
+- a model idle for its ``keep_alive`` seconds is unloaded by a sweeper task;
+- with a MemoryGuard, a load that would not fit the memory limit beside the loaded models
+  unloads idle ones first, as for max_loaded; when the busy ones leave no room it waits as
+  above, then the request gets 503 insufficient_memory (never the OOM killer).
 
 With one model, every name routes to it (as llama-server does); with several, an unknown name
 is ModelNotFound and a request that names no model goes to the first, the default.
@@ -47,7 +50,8 @@ from llmserve.engine.protocol import (
     ModelStats,
     TokenEvent,
 )
-from llmserve.errors import ConfigError, ModelNotFound, ServiceUnavailable
+from llmserve.errors import ConfigError, InsufficientMemory, ModelNotFound, ServiceUnavailable
+from llmserve.models.budget import MemoryGuard, ModelNeed, estimate_model
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,7 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     preload: bool = False  # load at start; readiness waits for it
     keep_alive: float | None = None  # seconds idle before it is unloaded; None: never
+    need: ModelNeed | None = None  # its memory estimate; None: not checked
 
 
 @define
@@ -130,6 +135,7 @@ class ModelRegistry:
         clock: Callable[[], float] = time.monotonic,
         busy_wait_s: float = BUSY_WAIT_S,
         sweep_interval_s: float = SWEEP_INTERVAL_S,
+        memory: MemoryGuard | None = None,
     ) -> None:
         if not specs:
             raise ConfigError("invalid config: no model to serve")
@@ -143,6 +149,7 @@ class ModelRegistry:
         self._clock = clock
         self._busy_wait_s = busy_wait_s
         self._sweep_interval_s = sweep_interval_s
+        self._memory = memory
         self._changed = asyncio.Event()  # set, then replaced, whenever room may have freed up
         self._started = False
         self._stopped = False  # from stop() on, requests load nothing
@@ -344,12 +351,17 @@ class ModelRegistry:
             self._notify()
 
     async def _make_room(self, model: _Model) -> None:
-        """Return once ``model`` may load without going over max_loaded; mark it loading."""
+        """Return once ``model`` may load without going over max_loaded or the memory limit;
+        mark it loading."""
         deadline: float | None = None
-        while self._max_loaded is not None:
+        while True:
             others = [m for m in self._models if m is not model and m.state is not State.UNLOADED]
-            if len(others) < self._max_loaded:
+            full = self._max_loaded is not None and len(others) >= self._max_loaded
+            short = None if full else self._memory_short(model, others)
+            if not full and short is None:
                 break
+            if short is not None and not others:
+                raise short  # it does not fit even alone: waiting cannot help
             idle = [m for m in others if m.idle()]
             if idle:
                 victim = min(idle, key=lambda m: m.last_used)
@@ -361,12 +373,22 @@ class ModelRegistry:
             try:
                 await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - loop.time()))
             except TimeoutError:
+                if short is not None:
+                    raise short from None
                 busy = ", ".join(m.id for m in others)
                 raise ServiceUnavailable(
                     f"cannot load the model '{model.id}': max_loaded_models = "
                     f"{self._max_loaded} models are loaded and busy ({busy}); retry shortly"
                 ) from None
         model.state = State.LOADING
+
+    def _memory_short(self, model: _Model, others: Sequence[_Model]) -> InsufficientMemory | None:
+        """Why ``model`` cannot load beside ``others`` for lack of memory; None if it can."""
+        need = model.spec.need
+        if self._memory is None or need is None:
+            return None
+        beside = [m.spec.need for m in others if m.spec.need is not None]
+        return self._memory.check_load(need, beside)
 
     def _begin_unload(self, model: _Model, reason: str) -> asyncio.Future[None]:
         model.state = State.UNLOADING
@@ -437,12 +459,16 @@ def _sum_caches(snapshots: Sequence[CacheSnapshot]) -> CacheSnapshot:
 
 
 def registry_from_settings(
-    settings: Settings, make_engine: Callable[[Settings], Engine]
+    settings: Settings,
+    make_engine: Callable[[Settings], Engine],
+    *,
+    memory: MemoryGuard | None = None,
 ) -> ModelRegistry:
     """The registry of the configured models (``[[models]]``, else ``[model]``).
 
     ``make_engine`` builds one model's engine from settings whose ``[model]`` is that model
-    (a LlamaEngine, which resolves, and may pull, the model file now).
+    (a LlamaEngine, which resolves, and may pull, the model file now). With ``memory``, each
+    load is checked against the memory limit, for the models whose GGUF file is at hand.
     """
     served = served_models(settings)
     specs = []
@@ -459,9 +485,10 @@ def registry_from_settings(
                 aliases=entry.aliases,
                 preload=entry.preload,
                 keep_alive=None if keep_alive is None or keep_alive < 0 else float(keep_alive),
+                need=estimate_model(own) if memory is not None else None,
             )
         )
-    return ModelRegistry(specs, max_loaded=settings.server.max_loaded_models)
+    return ModelRegistry(specs, max_loaded=settings.server.max_loaded_models, memory=memory)
 
 
 def cache_folder_name(name: str) -> str:

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
-from attrs import frozen
+from attrs import field, frozen
 
 from llmserve.errors import ModelLoadError
 
@@ -40,6 +40,9 @@ _TYPE_NAMES: Mapping[int, str] = {
 }  # fmt: skip
 
 Scalar = int | float | bool | str
+# Numeric arrays up to this length keep their values: per-layer hyperparameters (KV heads of
+# each layer, which layers use a sliding window) are such arrays; a vocabulary is not.
+KEPT_ARRAY_LENGTH = 4096
 
 
 @frozen
@@ -48,6 +51,8 @@ class GGUFArray:
 
     element_type: str
     length: int
+    # The values of a short numeric array (see KEPT_ARRAY_LENGTH); None for other arrays.
+    items: tuple[int | float | bool, ...] | None = field(default=None, eq=False, repr=False)
 
     def __str__(self) -> str:
         return f"[{self.length} x {self.element_type}]"
@@ -156,14 +161,22 @@ class _Reader:
         if kind == _ARRAY:
             element = self._unpack("I")
             length = self._unpack("Q")
+            items = self._numbers(element, length)
             self._skip_array(element, length)
-            return GGUFArray(_TYPE_NAMES.get(element, f"type {element}"), length)
+            return GGUFArray(_TYPE_NAMES.get(element, f"type {element}"), length, items)
         code = _SCALARS.get(kind)
         if code is None:
             raise ValueError(f"unknown value type {kind}")
         (value,) = struct.unpack_from(self.order + code, self.view, self.offset)
         self.offset += struct.calcsize(code)
         return value  # type: ignore[no-any-return]
+
+    def _numbers(self, element: int, length: int) -> tuple[int | float | bool, ...] | None:
+        """The values of a short numeric array starting at the offset (which stays put)."""
+        code = _SCALARS.get(element)
+        if code is None or length > KEPT_ARRAY_LENGTH:
+            return None
+        return struct.unpack_from(f"{self.order}{length}{code}", self.view, self.offset)
 
     def _skip_array(self, element: int, length: int) -> None:
         code = _SCALARS.get(element)

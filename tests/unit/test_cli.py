@@ -238,3 +238,45 @@ def test_serve_runs_until_interrupted(
     assert {"message": f"serving on http://127.0.0.1:{free_port}"}.items() <= next(
         entry for entry in entries if entry["message"].startswith("serving on")
     ).items()
+
+
+def test_huge_cache_budget_is_refused_at_start_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_gguf: Path,
+    free_port: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """LLM_ENGINE_CACHE_SIZE_MB=99999999 (95 TiB): one error line naming the keys, exit 2."""
+    monkeypatch.setenv("LLM_ENGINE_CACHE_SIZE_MB", "99999999")
+    args = ["serve", "--port", str(free_port), "--model-path", str(tiny_gguf)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = err.splitlines()
+    assert line.startswith(
+        "llmserve: error: Resource error: Insufficient memory: the configuration needs ~95.37 TiB"
+    )
+    assert "[cache] max_size_mb 95.37 TiB" in line
+    assert "lower [cache] max_size_mb, [model] parallel or max_sequence_length" in line
+
+
+def test_memory_check_off_starts_with_a_warning(
+    fake_app: types.ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_gguf: Path,
+    free_port: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """LLM_ENGINE_MEMORY_CHECK=false: the same configuration starts, the refusal only logged."""
+
+    async def startup() -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    fake_app.startup = startup  # type: ignore[attr-defined]
+    monkeypatch.setenv("LLM_ENGINE_CACHE_SIZE_MB", "99999999")
+    monkeypatch.setenv("LLM_ENGINE_MEMORY_CHECK", "false")
+    args = ["serve", "--port", str(free_port), "--model-path", str(tiny_gguf)]
+    assert main(args) == 130
+    entries = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    warning = next(entry for entry in entries if "Insufficient memory" in entry["message"])
+    assert warning["level"] == "WARNING"

@@ -72,3 +72,22 @@ def test_big_endian_header_is_read(tmp_path: Path) -> None:
     path = tmp_path / "be.gguf"
     path.write_bytes(header)
     assert read_metadata(path).architecture == "llama"
+
+
+def test_short_numeric_arrays_keep_their_values(tmp_path: Path) -> None:
+    """A per-layer array (KV heads of each layer) keeps its values; the vocabulary does not."""
+    path = tmp_path / "layers.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_head_count_kv([0, 2, 0, 2])
+    writer.add_token_list(["a", "b"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    values = read_metadata(path).values
+    heads = values["llama.attention.head_count_kv"]
+    assert isinstance(heads, GGUFArray)
+    assert heads.items == (0, 2, 0, 2)
+    tokens = values["tokenizer.ggml.tokens"]
+    assert isinstance(tokens, GGUFArray)
+    assert tokens.items is None

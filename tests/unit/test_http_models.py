@@ -10,6 +10,8 @@ from litestar.testing import TestClient
 
 from llmserve.engine.fake import FakeEngine
 from llmserve.engine.registry import ModelRegistry, ModelSpec
+from llmserve.models.budget import GiB, MemoryGuard, ModelNeed
+from llmserve.ops.memlimit import MemoryLimit
 from tests.support.doubles import fake_app
 
 USER = {"role": "user", "content": "say hello"}
@@ -143,3 +145,23 @@ def test_fresh_metrics_have_series_for_every_configured_model(client: TestClient
         labels = f'endpoint="/v1/chat/completions",model="{model}"'
         duration = metric_lines(client, f"llm_engine_request_duration_ms_count{{{labels}}}")
         assert duration == [f"llm_engine_request_duration_ms_count{{{labels}}} 0.0"]
+def test_model_load_that_does_not_fit_memory_is_a_503_envelope() -> None:
+    """Loading a model over the memory limit answers 503 insufficient_memory, streamed or not."""
+    small, huge = FakeEngine(model_id="small"), FakeEngine(model_id="huge")
+    limit = MemoryLimit(4 * GiB, "test")
+    models = ModelRegistry(
+        [
+            ModelSpec(small, preload=True, need=ModelNeed("small", GiB, 0, 0, 0)),
+            ModelSpec(huge, need=ModelNeed("huge", 8 * GiB, 0, 0, 0)),
+        ],
+        memory=MemoryGuard(read_limit=lambda: limit, process=0),
+    )
+    with TestClient(fake_app(models)) as client:
+        for stream in (False, True):
+            body = {"model": "huge", "messages": [USER], "stream": stream}
+            response = client.post("/v1/chat/completions", json=body)
+            assert response.status_code == 503
+            error = response.json()["error"]
+            assert (error["type"], error["code"]) == ("server_error", "insufficient_memory")
+            assert error["message"].startswith("Resource error: Insufficient memory: ")
+    assert not huge.loaded

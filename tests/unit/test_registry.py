@@ -25,7 +25,15 @@ from llmserve.engine.registry import (
     cache_folder_name,
     registry_from_settings,
 )
-from llmserve.errors import ConfigError, ModelLoadError, ModelNotFound, ServiceUnavailable
+from llmserve.errors import (
+    ConfigError,
+    InsufficientMemory,
+    ModelLoadError,
+    ModelNotFound,
+    ServiceUnavailable,
+)
+from llmserve.models.budget import GiB, MemoryGuard, ModelNeed
+from llmserve.ops.memlimit import MemoryLimit
 
 
 @define
@@ -452,3 +460,54 @@ def test_distinct_model_names_get_distinct_cache_folders() -> None:
     names = [*PATH_LIKE_NAMES, "org_b", "ORG_B", "Org_b", "org:b", "model", ""]
     folders = {cache_folder_name(name).lower() for name in names}
     assert len(folders) == len(names)
+
+
+def sized(engines: Sequence[FakeEngine], gib: Sequence[float]) -> list[ModelSpec]:
+    """Specs whose memory estimates are ``gib`` GiB each."""
+    return [
+        ModelSpec(engine, need=ModelNeed(engine.model_id, int(g * GiB), 0, 0, 0))
+        for engine, g in zip(engines, gib, strict=True)
+    ]
+
+
+def guard(limit_gib: float) -> MemoryGuard:
+    return MemoryGuard(read_limit=lambda: MemoryLimit(int(limit_gib * GiB), "test"), process=0)
+
+
+async def test_load_over_the_memory_limit_unloads_an_idle_model_first(
+    engines: list[FakeEngine], clock: StepClock
+) -> None:
+    """8 + 8 GiB do not fit 12 GiB: loading the second unloads the idle first, as LRU does."""
+    alpha, beta, _ = engines
+    models = ModelRegistry(sized(engines, (8, 8, 1)), clock=clock, memory=guard(12))
+    await use(models, "alpha")
+    await use(models, "gamma")  # 8 + 1 fits beside it
+    assert (alpha.loaded, engines[2].loaded) == (True, True)
+    await use(models, "beta")
+    assert (alpha.loaded, beta.loaded) == (False, True)
+    assert models.stats().models[0].unloads == {"lru": 1}
+
+
+async def test_load_over_the_memory_limit_beside_a_busy_model_is_503(
+    engines: list[FakeEngine], clock: StepClock
+) -> None:
+    """When the models holding the memory stay busy, the load fails with insufficient_memory."""
+    models = ModelRegistry(
+        sized(engines, (8, 8, 1)), clock=clock, memory=guard(12), busy_wait_s=0.05
+    )
+    generation = await models.submit(request("alpha"))
+    with pytest.raises(InsufficientMemory, match="cannot load the model 'beta'") as caught:
+        await models.submit(request("beta"))
+    assert caught.value.status == 503
+    assert not engines[1].loaded
+    generation.cancel()
+    assert await use(models, "beta") == "beta"
+
+
+async def test_model_larger_than_the_limit_alone_fails_at_once(clock: StepClock) -> None:
+    """A model that cannot fit even alone is refused without waiting or loading."""
+    engine = FakeEngine(model_id="huge")
+    models = ModelRegistry(sized([engine], (20,)), clock=clock, memory=guard(12), busy_wait_s=60)
+    with pytest.raises(InsufficientMemory, match="Resource error: Insufficient memory"):
+        await asyncio.wait_for(models.submit(request("huge")), 1)
+    assert engine.starts == 0
