@@ -167,6 +167,8 @@ class CacheSettings:
     disk_eviction_policy: EvictionPolicy | None = field(
         default=None, validator=attrs.validators.optional(_one_of(EvictionPolicy))
     )  # None: the RAM tier's policy
+    # false: every request computes its prompt from scratch unless it sends cache_prompt
+    cache_prompt: bool = True
 
 
 def _default_models_dir() -> str:
@@ -246,6 +248,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "cache_disk_dir": ("cache", "disk_dir"),
     "cache_disk_size_mb": ("cache", "disk_size_mb"),
     "cache_disk_eviction_policy": ("cache", "disk_eviction_policy"),
+    "cache_prompt": ("cache", "cache_prompt"),
     "models_dir": ("store", "models_dir"),
     "log_level": ("logging", "level"),
 }

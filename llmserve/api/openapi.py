@@ -55,6 +55,7 @@ _SAMPLING: dict[str, Schema] = {
     "frequency_penalty": _number(-2, 2),
     "repeat_penalty": _number(0),
     "seed": _nullable({"type": "integer"}),
+    "cache_prompt": _nullable({"type": "boolean"}),
     "stop": {
         "anyOf": [
             _STOP_STRING,

@@ -47,6 +47,9 @@ class Job:
     # Called with the logits of the first generated position (a numpy copy); for tests that
     # compare cached and uncached computations.
     first_logits: Callable[[Any], None] | None = None
+    # False: no reused KV (live slot or prefix cache), and decoded in batches of its own, so
+    # that greedy output does not depend on what was cached or what else is running.
+    cache_prompt: bool = True
 
 
 @define

@@ -55,6 +55,9 @@ class GenerationRequest:
     logprobs: int | None = None  # alternatives per token to report; None: no logprobs
     grammar: JsonGrammar | None = None
     suffix: str | None = None  # fill in the middle between prompt and suffix (FIM models)
+    # False: compute the prompt from scratch in batches of its own (reproducible greedy
+    # output); None: the server's [cache] cache_prompt.
+    cache_prompt: bool | None = None
 
 
 @frozen

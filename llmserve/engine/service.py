@@ -330,6 +330,7 @@ class LlamaEngine:
                 n=request.n,
                 logprobs=request.logprobs,
                 grammar=grammar,
+                cache_prompt=_or(request.cache_prompt, self._settings.cache.cache_prompt),
             )
         )
         return generation
@@ -404,6 +405,10 @@ class LlamaEngine:
             raise ServiceUnavailable("the model is still loading")
         checked = await self.tokenize(tuple(tokens), param="tokens")
         return [llama_model.piece(t) for t in checked]
+
+
+def _or(value: bool | None, default: bool) -> bool:
+    return default if value is None else value
 
 
 def _check_logit_bias(sampling: SamplingParams, model: LlamaModel) -> None:

@@ -163,9 +163,12 @@ class Worker:
             if len(free) < job.n:
                 return
             self._inbox.popleft()
-            best, reuse = self._choose_slot(free, job.tokens)
-            if self.cache is not None:
-                best, reuse = self._consider_cache(self.cache, job.tokens, free, best, reuse)
+            if job.cache_prompt:
+                best, reuse = self._choose_slot(free, job.tokens)
+                if self.cache is not None:
+                    best, reuse = self._consider_cache(self.cache, job.tokens, free, best, reuse)
+            else:
+                best, reuse = self._fresh_slot(free), 0
             self._assign(best, job, reuse, self._followers(free, best, job.n - 1))
 
     def _choose_slot(self, free: list[Slot], tokens: list[int]) -> tuple[Slot, int]:
@@ -182,6 +185,14 @@ class Worker:
         near = min(scored, key=lambda pair: self._gap_key(pair[0], ()))
         far = max(scored, key=lambda pair: (pair[1], -pair[0].seq_id))
         return far if far[1] - near[1] >= self.config.n_batch else near
+
+    def _fresh_slot(self, free: list[Slot]) -> Slot:
+        """The free slot for a job computed from scratch (``cache_prompt=False``): the least
+        recently used one (unified KV), keeping the freshest live prefixes for other requests,
+        or the gap-free one (per-slot KV streams)."""
+        if self.config.kv_unified:
+            return min(free, key=lambda s: s.last_used)
+        return min(free, key=lambda s: self._gap_key(s, ()))
 
     def _consider_cache(
         self, cache: PrefixCache, tokens: list[int], free: list[Slot], best: Slot, reuse: int
@@ -353,8 +364,24 @@ class Worker:
         return chains
 
     def _step(self) -> None:
-        n = 0
+        """One step: a shared decode for the jobs that reuse cached KV, then one decode of its
+        own for each ``cache_prompt=False`` job, so that no other request changes the shape
+        of the batches its tokens are computed in (and so their float rounding)."""
         active = [(s, s.run) for s in self._slots if s.run is not None]
+        generating = any(run.last_token is not None for _, run in active)
+        shared = [(s, run) for s, run in active if run.job.cache_prompt]
+        alone: dict[int, list[tuple[Slot, Run]]] = {}
+        for slot, run in active:
+            if not run.job.cache_prompt:
+                alone.setdefault(id(run.job), []).append((slot, run))
+        if shared:
+            self._decode(shared, isolated=False, generating=generating)
+        for runs in alone.values():
+            self._decode(runs, isolated=True, generating=generating)
+
+    def _decode(self, active: list[tuple[Slot, Run]], *, isolated: bool, generating: bool) -> None:
+        """Decode one batch of these runs' next tokens and prompt chunks, then sample."""
+        n = 0
         for slot, run in active:
             run.batch_index = -1
             if run.last_token is not None:
@@ -363,7 +390,13 @@ class Worker:
                 slot.kv_tokens.append(run.last_token)
                 run.last_token = None
                 n += 1
-        budget = self._prompt_budget(n)
+        # An isolated job's prompt goes in chunks of one fixed size from position 0 (its
+        # choices start generating only once it is all read), whatever else is running.
+        budget = (
+            min(self._fixed_chunk(), self.config.n_batch - n)
+            if isolated
+            else self._prompt_budget(n, generating)
+        )
         for slot, run in sorted(active, key=lambda pair: pair[1].job.enqueued_at):
             if not run.pending or budget <= 0:
                 continue
@@ -404,15 +437,20 @@ class Worker:
                     self._flush_outbox()  # the first token goes out before the state copy
                     self._checkpoint_prompt(slot)
 
-    def _prompt_budget(self, n_generating: int) -> int:
-        """Prompt tokens this step may carry beside ``n_generating`` streams' next tokens.
+    def _fixed_chunk(self) -> int:
+        """Prompt tokens per decode of a job computed from scratch: prefill_chunk, always."""
+        return min(self.config.prefill_chunk, self.config.n_batch)
+
+    def _prompt_budget(self, n_generating: int, generating: bool) -> int:
+        """Prompt tokens this step may carry beside ``n_generating`` streams' next tokens
+        (``generating``: whether any stream, in this batch or another, is generating).
 
         A step's duration grows with its prompt tokens (~650 ms for 512 on two CPU cores), and
         every generating stream waits for it: while any stream is generating, prompts go in
         smaller chunks (prefill_chunk); with none, a lone prompt is read at full n_batch.
         """
         budget = self.config.n_batch - n_generating
-        if n_generating:
+        if generating:
             budget = min(budget, self.config.prefill_chunk)
         return budget
 

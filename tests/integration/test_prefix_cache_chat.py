@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -129,3 +130,47 @@ def test_conversations_come_back_from_the_disk_tier(tiny_gguf: Path, tmp_path: P
         cached = [chat.turn("And then?")[1] for chat in chats]
         assert list(tmp_path.joinpath("kv").glob("*.kv")), "nothing spilled to disk"
         assert all(c >= f for c, f in zip(cached, firsts, strict=True)), (cached, firsts)
+
+
+def test_cache_prompt_false_reuses_nothing_and_answers_the_same(one_slot: openai.OpenAI) -> None:
+    """cache_prompt: false reports cached_tokens 0 where the same request reuses its prefix,
+    with the same greedy answer (streamed and not)."""
+    messages: list[Any] = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "hi"}]
+    ask = {"model": "m", "messages": messages, "max_tokens": 8, "temperature": 0}
+    one_slot.chat.completions.create(**ask)
+    cached = one_slot.chat.completions.create(**ask)
+    fresh = one_slot.chat.completions.create(**ask, extra_body={"cache_prompt": False})
+    assert cached.usage is not None
+    assert fresh.usage is not None
+    assert cached.usage.prompt_tokens_details is not None
+    assert fresh.usage.prompt_tokens_details is not None
+    assert cached.usage.prompt_tokens_details.cached_tokens > 0
+    assert fresh.usage.prompt_tokens_details.cached_tokens == 0
+    assert fresh.choices[0].message.content == cached.choices[0].message.content
+    stream = one_slot.completions.create(
+        model="m",
+        prompt=SYSTEM,
+        max_tokens=4,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"cache_prompt": False},
+    )
+    usage = [chunk.usage for chunk in stream if chunk.usage is not None]
+    assert usage[-1].prompt_tokens_details is not None
+    assert usage[-1].prompt_tokens_details.cached_tokens == 0
+
+
+def test_server_default_cache_prompt_false_reuses_nothing(tiny_gguf: Path) -> None:
+    """[cache] cache_prompt = false computes every prompt from scratch unless asked."""
+    cache = CacheSettings(max_size_mb=64, cache_prompt=False)
+    for client in serve(tiny_gguf, parallel=1, cache=cache):
+        ask = {"model": "m", "prompt": SYSTEM, "max_tokens": 2, "temperature": 0}
+        details = []
+        for extra in ({}, {}, {"cache_prompt": True}):
+            usage = client.completions.create(**ask, extra_body=extra).usage
+            assert usage is not None
+            assert usage.prompt_tokens_details is not None
+            details.append(usage.prompt_tokens_details.cached_tokens)
+        assert details[:2] == [0, 0]
+        assert details[2] > 0

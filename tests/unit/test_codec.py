@@ -303,3 +303,17 @@ def test_logit_bias_keys_are_token_ids_and_minus_100_bans() -> None:
     assert request.generation("p").sampling.logit_bias == ((7, float("-inf")), (9, 1.5))
     assert chat_error(messages=[USER], logit_bias={"seven": 1}).param == "logit_bias"
     assert chat_error(messages=[USER], logit_bias={"7": 101}).param == "logit_bias"
+
+
+def test_cache_prompt_parses_and_reaches_the_generation() -> None:
+    """llama-server's cache_prompt is a boolean that travels to the engine request."""
+    assert chat(messages=[USER], cache_prompt=False).generation("p").cache_prompt is False
+    assert completion(prompt="p", cache_prompt=True).generation("p").cache_prompt is True
+    assert chat(messages=[USER]).generation("p").cache_prompt is None  # the server's default
+
+
+def test_cache_prompt_of_the_wrong_type_is_a_400() -> None:
+    """A cache_prompt that is not a boolean is refused, naming the field."""
+    error = chat_error(messages=[USER], cache_prompt="no")
+    assert error.status == 400
+    assert error.param == "cache_prompt"

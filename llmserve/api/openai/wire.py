@@ -158,6 +158,9 @@ class SamplingRequest:
     n: int = field(default=1, validator=_between(1, 128))
     logit_bias: dict[str, float] | None = field(default=None, validator=_logit_bias)
     user: str | None = None
+    # llama-server's switch: false computes the prompt from scratch (no reused KV), for
+    # greedy output that does not depend on the cache; None: [cache] cache_prompt.
+    cache_prompt: bool | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -187,7 +190,12 @@ class SamplingRequest:
         )
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return protocol.GenerationRequest(
-            prompt=prompt, max_tokens=max_tokens, stop=stop, sampling=sampling, n=self.n
+            prompt=prompt,
+            max_tokens=max_tokens,
+            stop=stop,
+            sampling=sampling,
+            n=self.n,
+            cache_prompt=self.cache_prompt,
         )
 
 
