@@ -24,6 +24,7 @@ from llmserve.errors import ConfigError, LLMServeError
 from llmserve.models.cli import add_commands as add_model_commands
 from llmserve.models.resolve import resolve_model_paths
 from llmserve.ops.logs import configure_logging
+from llmserve.prompt.toolformats import recognise
 
 logger = logging.getLogger("llmserve.cli")
 
@@ -43,6 +44,7 @@ SETTING_FLAGS = (
     "parallel",
     "max_sequence_length",
     "kv_unified",
+    "tool_format",
     "models_dir",
     "log_level",
 )
@@ -90,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--kv-unified", help="true: one KV buffer for all sequences; false: one each"
     )
+    group.add_argument(
+        "--tool-format", help="tool-call family (default: recognised from the chat template)"
+    )
     group.add_argument("--models-dir", help="the model store (default ~/.cache/llmserve/models)")
     group.add_argument("--log-level", help="debug, info, warning, error or critical")
 
@@ -104,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     show.set_defaults(run=_show_config)
-    add_model_commands(commands)
+    add_model_commands(commands, tool_format_of=lambda template: recognise(template).name)
     return parser
 
 

@@ -146,6 +146,11 @@ class LlamaEngine:
     async def resolve(self, model: str | None) -> str:
         return self._model_id  # one model serves every name, as llama-server does
 
+    def tool_format(self, model: str | None = None) -> str:
+        if self._template is None:
+            raise ServiceUnavailable("the model is still loading")
+        return self._template.tool_format
+
     def render_chat(
         self,
         messages: Sequence[Mapping[str, Any]],
@@ -188,6 +193,7 @@ class LlamaEngine:
                 architecture=model.facts.architecture,
                 bos_token=model.facts.bos_token,
                 eos_token=model.facts.eos_token,
+                tool_format=settings.tool_format,
             )
         )
 
@@ -324,6 +330,7 @@ class LlamaEngine:
                 n=request.n,
                 logprobs=request.logprobs,
                 grammar=grammar,
+                special=request.special_tokens,
             )
         )
         return generation

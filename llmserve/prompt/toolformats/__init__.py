@@ -29,7 +29,13 @@ from llmserve.prompt.toolformats.events import (
     ToolParser,
 )
 from llmserve.prompt.toolformats.family import Family, Forced
-from llmserve.prompt.toolformats.registry import NAMES, family, recognise, stream_parser
+from llmserve.prompt.toolformats.registry import (
+    NAMES,
+    family,
+    forcing,
+    recognise,
+    stream_parser,
+)
 
 __all__ = [
     "NAMES",
@@ -45,6 +51,7 @@ __all__ = [
     "ToolEvent",
     "ToolParser",
     "family",
+    "forcing",
     "recognise",
     "stream_parser",
 ]

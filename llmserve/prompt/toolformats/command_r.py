@@ -41,4 +41,5 @@ FAMILY = Family(
         name_key="tool_name",
         args_key="parameters",
     ),
+    special_always=True,
 )

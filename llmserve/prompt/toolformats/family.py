@@ -23,6 +23,7 @@ class Forced:
     shape: str = "object"  # "object" or "args"
     name_key: str = "name"
     args_key: str = "arguments"
+    repeat: bool = True  # several calls, a newline apart, read back as several (parallel)
 
 
 @frozen
@@ -35,3 +36,6 @@ class Family:
     parse: Parse
     forced: Forced | None  # None: forced in Hermes syntax (a JSON grammar cannot say it)
     reasoning_open: str | None = None  # a prompt ending with it leaves the model reasoning
+    # Its markup is control tokens even without tools (harmony channels, Command R's response
+    # markers): they render as text for every chat request, not only those with tools.
+    special_always: bool = False

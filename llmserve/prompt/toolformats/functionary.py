@@ -5,7 +5,7 @@ content and any other recipient a call with the JSON after it."""
 from __future__ import annotations
 
 from llmserve.prompt.toolformats.events import Call, Snapshot
-from llmserve.prompt.toolformats.family import Family, Forced
+from llmserve.prompt.toolformats.family import Family
 from llmserve.prompt.toolformats.scan import Context, Section, args_until, held
 
 FUNCTION, END_FUNCTION, SEGMENT = "<function=", "</function>", ">>>"
@@ -57,5 +57,5 @@ FAMILY = Family(
     title="Functionary v3.1, v3.2",
     recognise=lambda t: ">>>all" in t or (FUNCTION in t and "<|python_tag|>" in t),
     parse=parse,
-    forced=Forced(prefix="{name}\n", suffix="", shape="args"),
+    forced=None,  # v3.1 and v3.2 differ, and the recipient line is not JSON: Hermes
 )

@@ -72,4 +72,5 @@ FAMILY = Family(
         suffix="<|call|>",
         shape="args",
     ),
+    special_always=True,
 )

@@ -32,5 +32,5 @@ FAMILY = Family(
     title="Llama 3.1, 3.2, 3.3 (JSON with name and parameters, <|python_tag|>)",
     recognise=lambda t: PYTHON_TAG in t or ("<|start_header_id|>" in t and "parameters" in t),
     parse=Section(openers=(PYTHON_TAG,), read=read, bare_json=True),
-    forced=Forced(prefix="", suffix="", args_key="parameters"),
+    forced=Forced(prefix="", suffix="", args_key="parameters", repeat=False),
 )

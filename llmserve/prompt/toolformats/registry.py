@@ -56,6 +56,15 @@ def family(name: str) -> Family:
     return BY_NAME[name]
 
 
+def forcing(chosen: Family, n_tools: int) -> Family:
+    """The family whose syntax a forced call of one of ``n_tools`` tools is written in (and
+    read back as): ``chosen``'s own where a JSON grammar can say it, else Hermes."""
+    forced = chosen.forced
+    if forced is None or (forced.shape == "args" and n_tools > 1):
+        return FALLBACK
+    return chosen
+
+
 def stream_parser(
     chosen: Family,
     tools: Mapping[str, Mapping[str, Any] | None] | None,
