@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmserve.prompt.toolformats import (
     CallArguments,
@@ -370,3 +372,22 @@ def test_unknown_template_falls_back_to_hermes() -> None:
     """A template of no known family is read in the Hermes convention."""
     assert recognise("{{ messages }}").name == "hermes"
     assert recognise(None).name == "hermes"
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_any_cutting_of_any_family_output_streams_like_the_whole(data: st.DataObject) -> None:
+    """However an output is cut into pieces, the events add up to the whole output's result."""
+    name, text, _, _, _, prompt = data.draw(st.sampled_from(CASES))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=15)))
+    parser = stream_parser(family(name), TOOLS, prompt=prompt)
+    events: list[Any] = []
+    for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True):
+        events += parser.feed(text[start:end])
+    events += parser.finish()
+    content, reasoning, calls, _ = assemble(events)
+    whole = stream_parser(family(name), TOOLS, prompt=prompt)
+    whole.feed(text)
+    snap = whole.whole()
+    assert (content, reasoning.strip()) == (snap.content, snap.reasoning.strip())
+    assert calls == [(c.name, c.arguments) for c in snap.calls]

@@ -196,6 +196,10 @@ async def chat_completions(request: Request[Any, Any, Any], body: RawBody) -> Re
         if use.choice not in ("auto", "required") or not parsed.parallel_tool_calls:
             max_calls = 1  # a named function, or parallel_tool_calls false: one call at most
     tools = use.schemas() if use is not None else None
+    call_id = state.ids.tool_call_id
+    if family.call_id_length is not None:  # ids the template takes back in the next turn
+        length = family.call_id_length
+        call_id = lambda: state.ids.tool_call_id()[-length:]  # noqa: E731
     fmt = ChatFormat(
         Meta(id=state.ids.chat_completion_id(), created=int(state.clock.time()), model=model),
         n=parsed.n,
@@ -204,7 +208,7 @@ async def chat_completions(request: Request[Any, Any, Any], body: RawBody) -> Re
             reading, tools, prompt=prompt, max_calls=max_calls
         ),
         logprobs=parsed.logprobs,
-        call_id=state.ids.tool_call_id,
+        call_id=call_id,
     )
     generation = parsed.generation(prompt, family)
     return await _serve(request, state, parsed, prompt, fmt, model, generation)

@@ -39,3 +39,5 @@ class Family:
     # Its markup is control tokens even without tools (harmony channels, Command R's response
     # markers): they render as text for every chat request, not only those with tools.
     special_always: bool = False
+    # Its templates refuse other tool-call ids (Mistral's: 9 letters or digits).
+    call_id_length: int | None = None

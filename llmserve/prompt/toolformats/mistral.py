@@ -41,4 +41,5 @@ FAMILY = Family(
     recognise=lambda t: TOOL_CALLS in t,
     parse=Section(openers=(TOOL_CALLS,), read=read, reasoning=("[THINK]", "[/THINK]")),
     forced=Forced(prefix="[TOOL_CALLS][", suffix="]"),
+    call_id_length=9,
 )
