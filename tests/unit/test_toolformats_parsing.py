@@ -391,3 +391,24 @@ def test_any_cutting_of_any_family_output_streams_like_the_whole(data: st.DataOb
     snap = whole.whole()
     assert (content, reasoning.strip()) == (snap.content, snap.reasoning.strip())
     assert calls == [(c.name, c.arguments) for c in snap.calls]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (
+            "kimi",
+            "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_time:0"
+            "<|tool_call_argument_begin|>{}<|tool_call_end|><|tool_calls_section_en",
+        ),
+        ("phi", '<|tool_call|>[{"name": "get_time", "arguments": {}}]<|/tool_ca'),
+        (
+            "command_r",
+            '<|START_ACTION|>[{"tool_name": "get_time", "parameters": {}}]<|END_ACT',
+        ),
+    ],
+)
+def test_a_closing_marker_cut_short_is_dropped(name: str, text: str) -> None:
+    """max_tokens cutting a section's closing marker leaves the call and no content."""
+    content, _, calls, _ = assemble(run_stream(name, text, "", 5))
+    assert (content, [n for n, _ in calls]) == ("", ["get_time"])

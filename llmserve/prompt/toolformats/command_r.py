@@ -20,7 +20,11 @@ def read(
     pos = skip_space(text, end)
     if text.startswith(END_ACTION, pos):
         return calls, pos + len(END_ACTION)
-    return calls, (None if not final and END_ACTION.startswith(text[pos:]) else pos)
+    if END_ACTION.startswith(
+        text[pos:]
+    ):  # its end marker arriving, or cut short: dropped at the end
+        return calls, (len(text) if final else None)
+    return calls, pos
 
 
 FAMILY = Family(

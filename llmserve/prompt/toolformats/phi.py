@@ -19,7 +19,9 @@ def read(
     pos = skip_space(text, end)
     if text.startswith(CLOSE, pos):
         return calls, pos + len(CLOSE)
-    return calls, (None if not final and CLOSE.startswith(text[pos:]) else pos)
+    if CLOSE.startswith(text[pos:]):  # its end marker arriving, or cut short: dropped at the end
+        return calls, (len(text) if final else None)
+    return calls, pos
 
 
 FAMILY = Family(

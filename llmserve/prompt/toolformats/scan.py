@@ -321,8 +321,9 @@ def calls_loop(
             pos += len(marker)
             continue
         rest = text[pos:]
-        if not final and any(m.startswith(rest) for m in (call_open, close, *skip) if m):
-            return calls, None
+        if any(m.startswith(rest) for m in (call_open, close, *skip) if m):
+            # Markup being written; at the end, left over (cut by max_tokens): dropped.
+            return calls, (len(text) if final else None)
         return calls, pos
 
 
