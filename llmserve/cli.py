@@ -25,6 +25,7 @@ from llmserve.models.budget import check_memory
 from llmserve.models.cli import add_commands as add_model_commands
 from llmserve.models.resolve import resolve_model_paths
 from llmserve.ops.logs import configure_logging
+from llmserve.prompt.toolformats import recognise
 
 logger = logging.getLogger("llmserve.cli")
 
@@ -45,6 +46,7 @@ SETTING_FLAGS = (
     "max_sequence_length",
     "kv_unified",
     "default_max_tokens",
+    "tool_format",
     "models_dir",
     "log_level",
 )
@@ -96,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
         "--default-max-tokens",
         help="completion tokens of a request that sets no max_tokens (default: up to the context)",
     )
+    group.add_argument(
+        "--tool-format", help="tool-call family (default: recognised from the chat template)"
+    )
     group.add_argument("--models-dir", help="the model store (default ~/.cache/llmserve/models)")
     group.add_argument("--log-level", help="debug, info, warning, error or critical")
 
@@ -110,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     show.set_defaults(run=_show_config)
-    add_model_commands(commands)
+    add_model_commands(commands, tool_format_of=lambda template: recognise(template).name)
     return parser
 
 

@@ -27,6 +27,23 @@ from llmserve.errors import ConfigError
 Device = Literal["cpu", "gpu", "cuda"]
 EvictionPolicy = Literal["lru", "lfu", "fifo"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+# The tool-call families of prompt/toolformats (kept equal to its registry by a test; config
+# sits below the prompt layer and cannot ask it).
+ToolFormat = Literal[
+    "command_r",
+    "deepseek",
+    "functionary",
+    "glm",
+    "granite",
+    "harmony",
+    "hermes",
+    "kimi",
+    "llama3",
+    "mistral",
+    "phi",
+    "qwen3",
+    "qwen3_coder",
+]
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
@@ -114,6 +131,10 @@ class ModelSettings:
     # Completion tokens of a request that sets no max_tokens (OpenAI's default is "until the
     # end"); None: up to the context, as OpenAI. A base model may otherwise write thousands.
     default_max_tokens: int | None = field(default=None, validator=_at_least(1))
+    # How the model writes tool calls; None: recognised from the chat template.
+    tool_format: ToolFormat | None = field(
+        default=None, validator=attrs.validators.optional(_one_of(ToolFormat))
+    )
 
 
 def _names(_instance: Any, _attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
@@ -242,6 +263,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "prefill_chunk": ("model", "prefill_chunk"),
     "kv_unified": ("model", "kv_unified"),
     "default_max_tokens": ("model", "default_max_tokens"),
+    "tool_format": ("model", "tool_format"),
     "cache_enabled": ("cache", "enabled"),
     "cache_size_mb": ("cache", "max_size_mb"),
     "cache_eviction_policy": ("cache", "eviction_policy"),

@@ -261,6 +261,8 @@ _SCHEMAS: dict[str, Schema] = {
                 "role": {"const": "assistant"},
                 "content": {"type": ["string", "null"]},
                 "refusal": {"type": ["string", "null"]},
+                "reasoning_content": {"type": "string"},
+                "tool_calls": {"type": "array", "items": {"type": "object"}},
             },
         },
         finish_reason={"enum": ["stop", "length", "tool_calls", None]},

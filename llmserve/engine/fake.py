@@ -127,6 +127,7 @@ class FakeEngine:
     fail_with: LLMServeError = field(factory=lambda: LLMServeError("scripted failure"))
     queue_wait_s: float | None = None  # reported on the first event
     start_gate: threading.Event | None = None  # start() waits for it to be set
+    family: str = "hermes"  # the tool-call family tool_format() reports
     render_gate: threading.Event | None = None  # render_chat() waits for it (a slow template)
     start_error: LLMServeError | None = None  # start() raises it
     loaded: bool = False
@@ -166,6 +167,9 @@ class FakeEngine:
             self.render_gate.wait(timeout=60)
         turns = "".join(f"<|{m['role']}|> {m['content']}\n" for m in messages)
         return f"{turns}<|assistant|>"
+
+    def tool_format(self, model: str | None = None) -> str:
+        return self.family
 
     async def embed(
         self, inputs: Sequence[str | tuple[int, ...]], model: str | None = None

@@ -43,6 +43,7 @@ class Job:
     n: int = 1  # choices; they share the prompt's KV (llama_memory_seq_cp) and need n slots
     logprobs: int | None = None  # top alternatives to report per token; None: no logprobs
     grammar: Gbnf | None = None
+    special: bool = False  # control tokens render as text (tool-call markup)
     enqueued_at: float = field(factory=time.monotonic)
     # Called with the logits of the first generated position (a numpy copy); for tests that
     # compare cached and uncached computations.

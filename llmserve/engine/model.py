@@ -161,13 +161,14 @@ class LlamaModel:
             del out[0]
         return out
 
-    def piece(self, token: int) -> bytes:
-        """The bytes of one token as generated output (control tokens render empty)."""
+    def piece(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes of one token as generated output (control tokens render empty unless
+        ``special``)."""
         buf = ctypes.create_string_buffer(64)
-        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         return buf.raw[:n]
 
     def is_eog(self, token: int) -> bool:

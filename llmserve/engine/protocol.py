@@ -54,6 +54,9 @@ class GenerationRequest:
     n: int = 1  # choices, all from one decode of the prompt
     logprobs: int | None = None  # alternatives per token to report; None: no logprobs
     grammar: JsonGrammar | None = None
+    # Control tokens render as their text (``<|python_tag|>``, ``[TOOL_CALLS]``, harmony's
+    # ``<|channel|>``): tool-call and reasoning markup is often made of them.
+    special_tokens: bool = False
     suffix: str | None = None  # fill in the middle between prompt and suffix (FIM models)
     # False: compute the prompt from scratch in batches of its own (reproducible greedy
     # output); None: the server's [cache] cache_prompt.
@@ -140,10 +143,15 @@ class TemplateSource:
     architecture: str
     bos_token: str
     eos_token: str
+    tool_format: str | None = None  # [model] tool_format; None: recognised from the template
 
 
 class ChatRenderer(Protocol):
     """A compiled chat template (``prompt.chat.ChatTemplate``)."""
+
+    # The tool-call family the prompt layer chose for this template (a name only: the engine
+    # knows nothing of families, the API layer reads outputs with it).
+    tool_format: str
 
     def render(
         self,
@@ -202,6 +210,10 @@ class Engine(Protocol):
     ) -> str:
         """Turn chat messages (and the tools the model may call) into prompt text with the
         chat template of ``model``."""
+        ...
+
+    def tool_format(self, model: str | None = None) -> str:
+        """The tool-call family of ``model``'s chat template (``prompt.toolformats``)."""
         ...
 
     async def embed(

@@ -196,6 +196,9 @@ class ModelRegistry:
         chosen.last_used = self._clock()
         return chosen.id
 
+    def tool_format(self, model: str | None = None) -> str:
+        return self._route(model).spec.engine.tool_format()
+
     def render_chat(
         self,
         messages: Sequence[Mapping[str, Any]],

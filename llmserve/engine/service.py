@@ -149,6 +149,11 @@ class LlamaEngine:
     async def resolve(self, model: str | None) -> str:
         return self.served_id(model)
 
+    def tool_format(self, model: str | None = None) -> str:
+        if self._template is None:
+            raise ServiceUnavailable("the model is still loading")
+        return self._template.tool_format
+
     def render_chat(
         self,
         messages: Sequence[Mapping[str, Any]],
@@ -191,6 +196,7 @@ class LlamaEngine:
                 architecture=model.facts.architecture,
                 bos_token=model.facts.bos_token,
                 eos_token=model.facts.eos_token,
+                tool_format=settings.tool_format,
             )
         )
 
@@ -331,6 +337,7 @@ class LlamaEngine:
                 logprobs=request.logprobs,
                 grammar=grammar,
                 cache_prompt=_or(request.cache_prompt, self._settings.cache.cache_prompt),
+                special=request.special_tokens,
             )
         )
         return generation

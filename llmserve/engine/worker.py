@@ -503,7 +503,7 @@ class Worker:
             self._finish(slot, run, "stop")
             return
         run.n_generated += 1
-        text = run.text.push(self.model.piece(token))
+        text = run.text.push(self.model.piece(token, special=run.job.special))
         logprobs = (self._logprob(run, token),) if run.job.logprobs is not None else ()
         event = TokenEvent(text=text, tokens=1, index=run.index, logprobs=logprobs)
         self._outbox.append((run.job.sink, event))

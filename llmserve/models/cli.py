@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,12 @@ COLUMNS = ("NAME", "SIZE", "ARCH", "QUANT", "CONTEXT", "CHAT TEMPLATE")
 _SHOWN_TEXT = 80  # characters of a string metadata value that `models show` prints
 
 
-def add_commands(commands: Any) -> None:
+# A chat template's tool-call family (``prompt.toolformats``), given by the top-level CLI: the
+# model store sits below the prompt layer and cannot ask it itself.
+ToolFormatOf = Callable[[str | None], str]
+
+
+def add_commands(commands: Any, tool_format_of: ToolFormatOf | None = None) -> None:
     """Adds ``pull`` and ``models`` to the ``llmserve`` subcommands (argparse subparsers)."""
     store_flags = argparse.ArgumentParser(add_help=False)
     group = store_flags.add_argument_group("settings")
@@ -63,7 +69,7 @@ def add_commands(commands: Any) -> None:
     show = actions.add_parser("show", parents=[store_flags], help="one model's GGUF metadata")
     show.add_argument("name", help="a name from `llmserve models list`")
     show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(run=_show)
+    show.set_defaults(run=_show, tool_format_of=tool_format_of)
     remove = actions.add_parser("rm", parents=[store_flags], help="delete a model's file(s)")
     remove.add_argument("name", help="a name from `llmserve models list`")
     remove.set_defaults(run=_remove)
@@ -119,6 +125,10 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     model = _store(args).get(args.name)
     details = _describe(model, with_metadata=True)
+    tool_format_of = getattr(args, "tool_format_of", None)
+    if tool_format_of is not None and "error" not in details:
+        details["tool_format"] = tool_format_of(details.pop("chat_template"))
+    details.pop("chat_template", None)
     if args.json:
         print(json.dumps(details, indent=2, default=_plain))
         return 0
@@ -132,6 +142,8 @@ def _show(args: argparse.Namespace) -> int:
         ("context length", _text(details["context_length"])),
         ("chat template", f"yes ({template} characters)" if template else "no (built-in used)"),
     ]
+    if "tool_format" in details:
+        lines.append(("tool calls", details["tool_format"]))
     if model.split_count > 1:
         lines.append(("parts", f"{len(model.files)} of {model.split_count}"))
     if "error" in details:
@@ -181,6 +193,7 @@ def _describe(model: StoredModel, *, with_metadata: bool = False) -> dict[str, A
     )
     if with_metadata:
         details["metadata"] = dict(metadata.values)
+        details["chat_template"] = metadata.chat_template
     return details
 
 

@@ -21,6 +21,7 @@ import jinja2.nodes
 
 from llmserve.engine.protocol import TemplateSource
 from llmserve.errors import InvalidRequest, ModelLoadError
+from llmserve.prompt import toolformats
 from llmserve.prompt.sandbox import (
     BUDGET,
     MAX_RENDER_CHARS,
@@ -144,7 +145,16 @@ def builtin_template(architecture: str) -> tuple[str, str]:
 class ChatTemplate:
     """The chat template of one model, compiled once, rendered per request."""
 
-    __slots__ = ("_compiled", "bos_token", "clock", "eos_token", "handles_tools", "source", "text")
+    __slots__ = (
+        "_compiled",
+        "bos_token",
+        "clock",
+        "eos_token",
+        "handles_tools",
+        "source",
+        "text",
+        "tool_format",
+    )
 
     def __init__(
         self,
@@ -155,6 +165,7 @@ class ChatTemplate:
         bos_token: str,
         eos_token: str,
         clock: Callable[[], datetime] = datetime.now,
+        tool_format: str | None = None,
     ) -> None:
         if override and override.strip():
             self.source, self.text = "override", override
@@ -167,6 +178,8 @@ class ChatTemplate:
         # A template that never mentions tools would drop them (and may refuse tool turns):
         # tools, calls and results then go in as text, in the convention of toolcalls.py.
         self.handles_tools = "tools" in self.text
+        # The family whose calls the model writes: configured, else recognised from the text.
+        self.tool_format = tool_format or toolformats.recognise(self.text).name
         self.clock = clock
         try:
             self._compiled = _environment().from_string(self.text)
@@ -185,6 +198,7 @@ class ChatTemplate:
             architecture=source.architecture,
             bos_token=source.bos_token,
             eos_token=source.eos_token,
+            tool_format=source.tool_format,
         )
 
     def render(

@@ -24,6 +24,7 @@ from typing import Any
 
 from llmserve.engine.protocol import JsonGrammar
 from llmserve.errors import InvalidRequest
+from llmserve.prompt.toolformats import Family, forcing
 
 TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 # Any JSON value. The converter turns an empty schema into "an object", so spell it out.
@@ -54,10 +55,6 @@ SUPPORTED = (
 )
 FORMATS = frozenset({"date", "time", "date-time", "uuid", *(f"uuid{i}" for i in range(1, 6))})
 
-# The tool-call convention (see toolcalls.py): what a constrained call looks like.
-TOOL_CALL_OPEN = "<tool_call>\n"
-TOOL_CALL_CLOSE = "\n</tool_call>"
-
 
 class UnsupportedSchema(InvalidRequest):
     """The schema asks for something the grammar sampler would not enforce."""
@@ -85,11 +82,17 @@ def json_schema_grammar(schema: object, *, param: str) -> JsonGrammar:
 
 
 def tool_call_grammar(
-    tools: Sequence[tuple[str, Mapping[str, Any] | None, str]], *, parallel: bool
+    tools: Sequence[tuple[str, Mapping[str, Any] | None, str]],
+    *,
+    parallel: bool,
+    family: Family,
 ) -> JsonGrammar:
     """A call of one of ``tools`` (name, parameters schema, and the request field that schema
-    came from), or several calls if ``parallel``: each
-    ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``."""
+    came from) in ``family``'s own syntax (``forcing`` says when Hermes' instead), or several
+    calls if ``parallel`` and the syntax allows them."""
+    writer = forcing(family, len(tools))
+    forced = writer.forced
+    assert forced is not None  # forcing() picks a family that has a forced form
     calls = []
     for name, parameters, param in tools:
         arguments = (
@@ -97,16 +100,22 @@ def tool_call_grammar(
             if parameters is None
             else check_schema(parameters, param=param)
         )
+        if forced.shape == "args":
+            calls.append(arguments)
+            continue
         calls.append(
             {
                 "type": "object",
-                "properties": {"name": {"const": name}, "arguments": arguments},
-                "required": ["name", "arguments"],
+                "properties": {forced.name_key: {"const": name}, forced.args_key: arguments},
+                "required": [forced.name_key, forced.args_key],
             }
         )
     schema = calls[0] if len(calls) == 1 else {"anyOf": calls}
     return JsonGrammar(
-        schema=json.dumps(schema), prefix=TOOL_CALL_OPEN, suffix=TOOL_CALL_CLOSE, repeat=parallel
+        schema=json.dumps(schema),
+        prefix=forced.prefix.replace("{name}", tools[0][0]),
+        suffix=forced.suffix,
+        repeat=parallel and forced.repeat and forced.shape == "object",
     )
 
 

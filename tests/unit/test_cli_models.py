@@ -173,3 +173,16 @@ def test_pull_with_pattern_twice_is_a_usage_error(capsys: pytest.CaptureFixture[
     """REPO:PATTERN together with --file is refused before any request (exit 2)."""
     assert main(["pull", "acme/q-GGUF:Q8_0", "--file", "Q4_K_M"]) == 2
     assert "give the pattern once" in capsys.readouterr().err
+
+
+def test_models_show_prints_the_recognised_tool_call_family(
+    models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """show reads the chat template from the GGUF header and names its tool-call family."""
+    template = (Path(__file__).parents[1] / "data/templates/Qwen3-Coder.jinja").read_text()
+    models_dir.mkdir(parents=True, exist_ok=True)
+    build_tiny_gguf(models_dir / "coder.gguf", chat_template=template)
+    assert main(["models", "show", "coder"]) == 0
+    assert "tool calls:     qwen3_coder" in capsys.readouterr().out
+    assert main(["models", "show", "coder", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tool_format"] == "qwen3_coder"

@@ -9,12 +9,11 @@ import pytest
 
 from llmserve.prompt.grammar import (
     ANY,
-    TOOL_CALL_CLOSE,
-    TOOL_CALL_OPEN,
     UnsupportedSchema,
     check_schema,
     tool_call_grammar,
 )
+from llmserve.prompt.toolformats import family
 
 PARAM = "response_format.json_schema.schema"
 
@@ -161,11 +160,13 @@ def test_a_tool_call_grammar_wraps_each_call_in_tags() -> None:
     one of the tools, repeated only when parallel calls are allowed."""
     params = {"type": "object", "properties": {"q": {"type": "string"}}}
     grammar = tool_call_grammar(
-        [("search", params, "tools[0]"), ("noop", None, "tools[1]")], parallel=False
+        [("search", params, "tools[0]"), ("noop", None, "tools[1]")],
+        parallel=False,
+        family=family("hermes"),
     )
     assert (grammar.prefix, grammar.suffix, grammar.repeat) == (
-        TOOL_CALL_OPEN,
-        TOOL_CALL_CLOSE,
+        "<tool_call>\n",
+        "\n</tool_call>",
         False,
     )
     search, noop = json.loads(grammar.schema)["anyOf"]
@@ -178,5 +179,43 @@ def test_a_tool_call_grammar_wraps_each_call_in_tags() -> None:
 def test_a_tool_whose_parameters_are_unsupported_is_named() -> None:
     """The 400 of a forced call names the tool's parameters field."""
     with pytest.raises(UnsupportedSchema) as caught:
-        tool_call_grammar([("f", {"type": "integer", "minimum": 1}, "tools[3].x")], parallel=True)
+        tool_call_grammar(
+            [("f", {"type": "integer", "minimum": 1}, "tools[3].x")],
+            parallel=True,
+            family=family("hermes"),
+        )
     assert caught.value.param == "tools[3].x"
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix", "suffix", "key"),
+    [
+        ("mistral", "[TOOL_CALLS][", "]", "arguments"),
+        ("llama3", "", "", "parameters"),
+        ("command_r", "<|START_ACTION|>[", "]<|END_ACTION|>", "parameters"),
+        ("granite", "<|tool_call|>[", "]", "arguments"),
+    ],
+)
+def test_a_forced_call_is_written_in_the_family_syntax(
+    name: str, prefix: str, suffix: str, key: str
+) -> None:
+    """A family whose calls are JSON objects is forced in its own markup and key names."""
+    grammar = tool_call_grammar(
+        [("search", {"type": "object"}, "tools[0]")], parallel=False, family=family(name)
+    )
+    assert (grammar.prefix, grammar.suffix) == (prefix, suffix)
+    assert key in json.loads(grammar.schema)["properties"]
+
+
+def test_a_name_in_the_markup_is_forced_for_one_tool_and_hermes_for_several() -> None:
+    """Families that write the name in markup (gpt-oss, Kimi, DeepSeek) are forced in their
+    own syntax when one tool is forced; with a choice of tools, in Hermes syntax."""
+    one = tool_call_grammar(
+        [("search", {"type": "object"}, "tools[0]")], parallel=True, family=family("harmony")
+    )
+    assert one.prefix == "<|channel|>commentary to=functions.search <|constrain|>json<|message|>"
+    assert json.loads(one.schema) == {"type": "object"}
+    two = tool_call_grammar(
+        [("a", None, "tools[0]"), ("b", None, "tools[1]")], parallel=True, family=family("kimi")
+    )
+    assert two.prefix == "<tool_call>\n"

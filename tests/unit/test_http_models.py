@@ -145,6 +145,8 @@ def test_fresh_metrics_have_series_for_every_configured_model(client: TestClient
         labels = f'endpoint="/v1/chat/completions",model="{model}"'
         duration = metric_lines(client, f"llm_engine_request_duration_ms_count{{{labels}}}")
         assert duration == [f"llm_engine_request_duration_ms_count{{{labels}}} 0.0"]
+
+
 def test_model_load_that_does_not_fit_memory_is_a_503_envelope() -> None:
     """Loading a model over the memory limit answers 503 insufficient_memory, streamed or not."""
     small, huge = FakeEngine(model_id="small"), FakeEngine(model_id="huge")

@@ -2,7 +2,7 @@
 
 A format is fed the engine's events in order (the choices' events interleave) and keeps what
 each choice needs: its text, its logprobs, its finish reason and, for chat with tools, the
-separation of content from tool calls (``toolcalls.ToolCallStream``). Streaming, ``feed``
+separation of content, reasoning and tool calls (``prompt.toolformats``). Streaming, ``feed``
 returns the chunks to send now; collecting, it returns none and ``whole`` builds the body.
 """
 
@@ -14,9 +14,9 @@ from typing import Protocol
 from attrs import define, field, frozen
 
 from llmserve.api.openai import wire
-from llmserve.api.openai.wire_tools import FunctionCall, ToolCall, ToolUse
+from llmserve.api.openai.wire_tools import FunctionCall, ToolCall
 from llmserve.engine.protocol import TokenEvent
-from llmserve.prompt.toolcalls import ToolCallStream
+from llmserve.prompt import toolformats
 
 
 class ResponseFormat(Protocol):
@@ -52,17 +52,35 @@ class Meta:
 
 
 @define
+class _Call:
+    id: str
+    name: str
+    arguments: list[str] = field(factory=list)
+
+
+@define
 class _ChatChoice:
     index: int
-    splitter: ToolCallStream | None
+    parser: toolformats.ToolParser
     content: list[str] = field(factory=list)
+    reasoning: list[str] = field(factory=list)
     logprobs: list[wire.LogprobEntry] = field(factory=list)
-    calls: tuple[ToolCall, ...] = ()
+    calls: list[_Call] = field(factory=list)
     finish: wire.FinishReason | None = None
 
 
+# Makes the parser of one choice's output (``toolformats.stream_parser`` for the model's family).
+ParserFactory = Callable[[], toolformats.ToolParser]
+
+
+def _plain_parser() -> toolformats.ToolParser:
+    return toolformats.stream_parser(toolformats.family("hermes"), None)
+
+
 class ChatFormat:
-    """Chat completions: ``message`` / ``delta`` with content, tool calls and logprobs."""
+    """Chat completions: ``message`` / ``delta`` with content, reasoning, tool calls and
+    logprobs. Each choice's text goes through its family's parser (``prompt.toolformats``):
+    a call streams as OpenAI's do, id, type and name first, then its arguments in pieces."""
 
     def __init__(
         self,
@@ -71,7 +89,7 @@ class ChatFormat:
         n: int = 1,
         stream: bool = False,
         include_usage: bool = False,
-        tools: ToolUse | None = None,
+        parser: ParserFactory = _plain_parser,
         logprobs: bool = False,
         call_id: Callable[[], str] = lambda: "call_0",
     ) -> None:
@@ -80,13 +98,9 @@ class ChatFormat:
         self.chunk_type = (
             wire.ChatCompletionChunkBeforeUsage if include_usage else wire.ChatCompletionChunk
         )
-        self.tools = tools
         self.logprobs = logprobs
         self.call_id = call_id
-        names = tools.names if tools is not None else None
-        self.choices = [
-            _ChatChoice(i, ToolCallStream(names) if names is not None else None) for i in range(n)
-        ]
+        self.choices = [_ChatChoice(i, parser()) for i in range(n)]
 
     def _chunk(
         self, choices: tuple[wire.ChunkChoice, ...], usage: wire.Usage | None = None
@@ -117,41 +131,57 @@ class ChatFormat:
             tuple(wire.LogprobEntry.from_engine(e) for e in event.logprobs) if self.logprobs else ()
         )
         choice.logprobs.extend(entries)
-        text = choice.splitter.push(event.text) if choice.splitter else event.text
+        deltas = self._take(choice, choice.parser.feed(event.text))
         chunks: list[object] = []
-        if text:
-            choice.content.append(text)
-        if self.stream and (text or entries):
-            chunks.append(self._delta(choice.index, wire.Delta(content=text), entries))
+        if self.stream:
+            if entries and not deltas:
+                deltas = [wire.Delta(content="")]  # the logprobs of held-back text
+            for i, delta in enumerate(deltas):
+                chunks.append(self._delta(choice.index, delta, entries if i == 0 else ()))
         if event.finish_reason is not None:
             chunks += self._finish(choice, event.finish_reason)
         return chunks
 
+    def _take(self, choice: _ChatChoice, events: list[toolformats.ToolEvent]) -> list[wire.Delta]:
+        """Record a parser's events; the deltas they stream as."""
+        deltas: list[wire.Delta] = []
+        for event in events:
+            match event:
+                case toolformats.Content(text=text):
+                    choice.content.append(text)
+                    deltas.append(wire.Delta(content=text))
+                case toolformats.Reasoning(text=text):
+                    choice.reasoning.append(text)
+                    deltas.append(wire.Delta(reasoning_content=text))
+                case toolformats.CallStart(index=index, name=name):
+                    call = _Call(self.call_id(), name)
+                    choice.calls.append(call)
+                    piece = wire.ToolCallDelta(
+                        index=index,
+                        id=call.id,
+                        type="function",
+                        function=wire.FunctionCallDelta(name=name, arguments=""),
+                    )
+                    deltas.append(wire.Delta(tool_calls=(piece,)))
+                case toolformats.CallArguments(index=index, text=text):
+                    choice.calls[index].arguments.append(text)
+                    piece = wire.ToolCallDelta(
+                        index=index, function=wire.FunctionCallDelta(arguments=text)
+                    )
+                    deltas.append(wire.Delta(tool_calls=(piece,)))
+        return deltas
+
     def _finish(self, choice: _ChatChoice, reason: wire.FinishReason) -> list[object]:
-        chunks: list[object] = []
-        if choice.splitter is not None:
-            tail, parsed = choice.splitter.finish()
-            if tail:
-                choice.content.append(tail)
-                if self.stream:
-                    chunks.append(self._delta(choice.index, wire.Delta(content=tail)))
-            choice.calls = tuple(
-                ToolCall(
-                    id=self.call_id(), function=FunctionCall(name=c.name, arguments=c.arguments)
-                )
-                for c in parsed
-            )
-            if choice.calls and reason == "stop":
-                reason = "tool_calls"
-            if choice.calls and self.stream:
-                deltas = tuple(
-                    wire.ToolCallDelta(index=i, id=call.id, function=call.function)
-                    for i, call in enumerate(choice.calls)
-                )
-                chunks.append(self._delta(choice.index, wire.Delta(tool_calls=deltas)))
+        deltas = self._take(choice, choice.parser.finish())
+        # Calls made: "tool_calls", unless max_tokens cut the output ("length", as OpenAI
+        # does; the call cut short is still returned).
+        if choice.calls and reason == "stop":
+            reason = "tool_calls"
         choice.finish = reason
-        if self.stream:
-            chunks.append(self._closing(choice.index, reason))
+        if not self.stream:
+            return []
+        chunks: list[object] = [self._delta(choice.index, d) for d in deltas]
+        chunks.append(self._closing(choice.index, reason))
         return chunks
 
     def _closing(self, index: int, reason: wire.FinishReason) -> wire.ChatCompletionChunk:
@@ -168,12 +198,20 @@ class ChatFormat:
     def whole(self, usage: wire.Usage) -> object:
         choices = []
         for c in self.choices:
-            if c.finish is None and c.splitter is not None:
+            if c.finish is None:
                 self._finish(c, "stop")
             content = "".join(c.content)
+            reasoning = "".join(c.reasoning).strip()
+            calls = tuple(
+                ToolCall(
+                    id=k.id, function=FunctionCall(name=k.name, arguments="".join(k.arguments))
+                )
+                for k in c.calls
+            )
             message = wire.AssistantMessage(
-                content=None if c.calls and not content.strip() else content,
-                tool_calls=c.calls or None,
+                content=None if calls and not content.strip() else content,
+                reasoning_content=reasoning or None,
+                tool_calls=calls or None,
             )
             logprobs = wire.ChatLogprobs(content=tuple(c.logprobs)) if self.logprobs else None
             choices.append(

@@ -31,6 +31,7 @@ from llmserve.api.state import AppState, app_state
 from llmserve.engine import protocol
 from llmserve.engine.protocol import Generation
 from llmserve.errors import InvalidRequest, LLMServeError, ModelNotFound
+from llmserve.prompt import toolformats
 
 log = logging.getLogger("llmserve.http")  # the logger name is part of the log format
 
@@ -147,8 +148,10 @@ async def _serve(
     prompt: str | tuple[int, ...],
     fmt: ResponseFormat,
     model: str,
+    generation: protocol.GenerationRequest | None = None,
 ) -> Response[Any]:
-    gen = await state.engine.submit(attrs.evolve(body.generation(prompt), model=model))
+    generation = generation or body.generation(prompt)
+    gen = await state.engine.submit(attrs.evolve(generation, model=model))
     cancel = _CancelOnce(gen)
     if body.stream:
         events = _stream(
@@ -183,16 +186,33 @@ async def chat_completions(request: Request[Any, Any, Any], body: RawBody) -> Re
     prompt = await state.renderer.render(
         state.engine, parsed.template_messages(), model=model, tools=parsed.template_tools()
     )
+    family = toolformats.family(state.engine.tool_format(model))
+    use = parsed.tool_use()
+    reading = family
+    max_calls = None
+    if use is not None:
+        if use.forced:  # the grammar writes the calls, in the syntax forcing() picks
+            reading = toolformats.forcing(family, use.forced_count())
+        if use.choice not in ("auto", "required") or not parsed.parallel_tool_calls:
+            max_calls = 1  # a named function, or parallel_tool_calls false: one call at most
+    tools = use.schemas() if use is not None else None
+    call_id = state.ids.tool_call_id
+    if family.call_id_length is not None:  # ids the template takes back in the next turn
+        length = family.call_id_length
+        call_id = lambda: state.ids.tool_call_id()[-length:]  # noqa: E731
     fmt = ChatFormat(
         Meta(id=state.ids.chat_completion_id(), created=int(state.clock.time()), model=model),
         n=parsed.n,
         stream=parsed.stream,
         include_usage=parsed.include_usage,
-        tools=parsed.tool_use(),
+        parser=lambda: toolformats.stream_parser(
+            reading, tools, prompt=prompt, max_calls=max_calls
+        ),
         logprobs=parsed.logprobs,
-        call_id=state.ids.tool_call_id,
+        call_id=call_id,
     )
-    return await _serve(request, state, parsed, prompt, fmt, model)
+    generation = parsed.generation(prompt, family)
+    return await _serve(request, state, parsed, prompt, fmt, model, generation)
 
 
 @post("/completions", status_code=200)

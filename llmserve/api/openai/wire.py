@@ -16,7 +16,6 @@ import attrs
 from attrs import Attribute, field, frozen
 
 from llmserve.api.openai.wire_tools import (
-    FunctionCall,
     ResponseFormat,
     Tool,
     ToolCall,
@@ -27,6 +26,7 @@ from llmserve.api.openai.wire_tools import (
 )
 from llmserve.engine import protocol
 from llmserve.errors import InvalidRequest
+from llmserve.prompt import toolformats
 
 KEEP_NULL = "llmserve.keep_null"  # field metadata: write this field even when it is None
 
@@ -226,18 +226,25 @@ class ChatCompletionRequest(SamplingRequest):
         use = self.tool_use()
         return None if use is None else [_tool_dict(tool) for tool in use.tools]
 
-    def generation(self, prompt: str | tuple[int, ...]) -> protocol.GenerationRequest:
+    def generation(
+        self, prompt: str | tuple[int, ...], family: toolformats.Family | None = None
+    ) -> protocol.GenerationRequest:
+        """The engine request; ``family`` (the model's tool-call family) shapes forced calls
+        and whether control tokens render as text."""
+        family = family or toolformats.family("hermes")
         if self.top_logprobs is not None and not self.logprobs:
             raise InvalidRequest(
                 "Invalid value for 'top_logprobs': 'logprobs' must be true to use it.",
                 param="top_logprobs",
             )
+        use = self.tool_use()
         grammar = output_grammar(
-            self.response_format, self.tool_use(), parallel=self.parallel_tool_calls
+            self.response_format, use, parallel=self.parallel_tool_calls, family=family
         )
         return attrs.evolve(
             super().generation(prompt),
             grammar=grammar,
+            special_tokens=use is not None or family.special_always,
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
         )
 
@@ -387,6 +394,7 @@ class AssistantMessage:
     # OpenAI's schema requires it (string or null); schema-generated clients reject its absence.
     # This server never refuses, so it is always null.
     refusal: None = field(default=None, metadata={KEEP_NULL: True})
+    reasoning_content: str | None = None  # <think> and the like, as llama-server sends it
     tool_calls: tuple[ToolCall, ...] | None = None
 
 
@@ -409,19 +417,29 @@ class ChatCompletion:
 
 
 @frozen(kw_only=True)
+class FunctionCallDelta:
+    """A call's name (first delta only) and the next piece of its arguments."""
+
+    name: str | None = None
+    arguments: str = ""
+
+
+@frozen(kw_only=True)
 class ToolCallDelta:
-    """A whole call in one delta: its index among the choice's calls, id, name, arguments."""
+    """A piece of a call, as OpenAI streams it: the first has the call's id, type and name,
+    the next ones only (pieces of) its arguments."""
 
     index: int
-    id: str
-    type: Literal["function"] = "function"
-    function: FunctionCall
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
 
 
 @frozen(kw_only=True)
 class Delta:
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
     tool_calls: tuple[ToolCallDelta, ...] | None = None
 
 

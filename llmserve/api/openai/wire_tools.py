@@ -10,7 +10,7 @@ from attrs import Attribute, field, frozen
 
 from llmserve.engine.protocol import JsonGrammar
 from llmserve.errors import InvalidRequest
-from llmserve.prompt import grammar
+from llmserve.prompt import grammar, toolformats
 
 _FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
@@ -96,6 +96,18 @@ class ToolUse:
     def names(self) -> frozenset[str]:
         return frozenset(t.function.name for t in self.tools)
 
+    @property
+    def forced(self) -> bool:
+        return self.choice != "auto"
+
+    def schemas(self) -> dict[str, dict[str, Any] | None]:
+        """Each tool's parameters schema, by name (typed values of XML-argument families)."""
+        return {t.function.name: t.function.parameters for t in self.tools}
+
+    def forced_count(self) -> int:
+        """How many tools a forced call may be of."""
+        return 1 if self.choice != "required" else len(self.tools)
+
 
 def tool_use(tools: tuple[Tool, ...] | None, choice: ToolChoice | None) -> ToolUse | None:
     """The tool use of a request, or None when the model gets no tools (none given, or
@@ -122,7 +134,11 @@ def tool_use(tools: tuple[Tool, ...] | None, choice: ToolChoice | None) -> ToolU
 
 
 def output_grammar(
-    response_format: ResponseFormat | None, use: ToolUse | None, *, parallel: bool
+    response_format: ResponseFormat | None,
+    use: ToolUse | None,
+    *,
+    parallel: bool,
+    family: toolformats.Family,
 ) -> JsonGrammar | None:
     """The grammar that constrains the output, if the request asks for one."""
     if use is not None and use.choice != "auto":
@@ -136,7 +152,10 @@ def output_grammar(
             for i, t in enumerate(use.tools)
             if use.choice == "required" or t.function.name == use.choice
         ]
-        return grammar.tool_call_grammar(tools, parallel=parallel)
+        # A named function is one call, and then the answer ends (no room for a second one
+        # that max_tokens would cut); parallel calls only where "required" allows any number.
+        many = parallel and use.choice == "required"
+        return grammar.tool_call_grammar(tools, parallel=many, family=family)
     if response_format is None or response_format.type == "text":
         return None
     if response_format.type == "json_object":

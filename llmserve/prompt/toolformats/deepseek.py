@@ -1,0 +1,63 @@
+"""DeepSeek V3 / R1 / V3.1+: ``<think>`` reasoning (R1 templates open it in the prompt), then
+``<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{...}<｜tool▁call▁end｜>
+<｜tool▁calls▁end｜>`` (V3.1+), or per call ``function<｜tool▁sep｜>NAME\\n```json\\n{...}\\n```
+`` (V3, R1)."""
+
+from __future__ import annotations
+
+from llmserve.prompt.toolformats.events import Call
+from llmserve.prompt.toolformats.family import Family, Forced
+from llmserve.prompt.toolformats.scan import Context, Section, args_until, calls_loop, skip_space
+
+CALLS_BEGIN, CALLS_END = "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"
+CALL_BEGIN, CALL_END, SEP = "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁sep｜>"
+FENCE = "```"
+
+
+def _one(text: str, pos: int, final: bool) -> tuple[Call | None, int | None]:
+    sep = text.find(SEP, pos)
+    if sep < 0:
+        return None, (len(text) if final else None)
+    head = text[pos:sep].strip()
+    if head == "function":  # V3 / R1: the name, then the arguments in a json fence
+        start = sep + len(SEP)
+        fence = text.find(FENCE, start)
+        if fence < 0:
+            return None, (len(text) if final else None)
+        name = text[start:fence].strip()
+        body = fence + len(FENCE)
+        if not final and len(text) - body < 4 and "json".startswith(text[body:]):
+            return None, None  # the fence's "json" may be arriving
+        body = body + 4 if text.startswith("json", body) else body
+        arguments, end = args_until(text, body, FENCE, final)
+        if end is None:
+            return Call(name, arguments, False), None
+        rest = skip_space(text, end)
+        if text.startswith(CALL_END, rest):
+            return Call(name, arguments), rest + len(CALL_END)
+        if not final and CALL_END.startswith(text[rest:]):
+            return Call(name, arguments), None  # its end marker may be arriving
+        return Call(name, arguments), rest
+    arguments, end = args_until(text, sep + len(SEP), CALL_END, final)
+    return Call(head, arguments, end is not None), end
+
+
+def read(
+    text: str, at: int, opener: str, final: bool, ctx: Context
+) -> tuple[list[Call], int | None]:
+    pos = at + len(CALLS_BEGIN) if opener == CALLS_BEGIN else at
+    return calls_loop(text, pos, final, CALL_BEGIN, _one, close=CALLS_END)
+
+
+FAMILY = Family(
+    name="deepseek",
+    title="DeepSeek V3, V3.1, V3.2, R1 and its distills",
+    recognise=lambda t: "tool▁call" in t or "<｜Assistant｜>" in t,
+    parse=Section(openers=(CALLS_BEGIN, CALL_BEGIN), read=read, reasoning=("<think>", "</think>")),
+    forced=Forced(
+        prefix=f"{CALLS_BEGIN}{CALL_BEGIN}{{name}}{SEP}",
+        suffix=f"{CALL_END}{CALLS_END}",
+        shape="args",
+    ),
+    reasoning_open="<think>",
+)

@@ -1,0 +1,79 @@
+"""Qwen3-Coder (and Qwen3.5, Nemotron 3 and others with its template):
+``<tool_call>\\n<function=NAME>\\n<parameter=P>\\nVALUE\\n</parameter>\\n</function>\\n
+</tool_call>``. Arguments stream one parameter at a time (a value is typed when it closes)."""
+
+from __future__ import annotations
+
+import json
+
+from llmserve.prompt.toolformats.events import Call
+from llmserve.prompt.toolformats.family import Family
+from llmserve.prompt.toolformats.scan import Context, Section, held, skip_space
+from llmserve.prompt.toolformats.xmlargs import arguments, value_json
+
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+FUNCTION, END_FUNCTION = "<function=", "</function>"
+PARAM, END_PARAM = "<parameter=", "</parameter>"
+
+
+def read(
+    text: str, at: int, opener: str, final: bool, ctx: Context
+) -> tuple[list[Call], int | None]:
+    calls: list[Call] = []
+    pos = at if opener == FUNCTION else at + len(opener)
+    while True:
+        pos = skip_space(text, pos)
+        if text.startswith(OPEN, pos):
+            pos += len(OPEN)
+            continue
+        if text.startswith(CLOSE, pos):
+            pos += len(CLOSE)
+            continue
+        if not text.startswith(FUNCTION, pos):
+            rest = text[pos:]
+            if not final and any(m.startswith(rest) for m in (OPEN, CLOSE, FUNCTION)):
+                return calls, None
+            return calls, pos
+        call, end = _function(text, pos + len(FUNCTION), final, ctx)
+        if call is not None:
+            calls.append(call)
+        if end is None:
+            return calls, None
+        pos = end
+
+
+def _function(text: str, pos: int, final: bool, ctx: Context) -> tuple[Call | None, int | None]:
+    gt = text.find(">", pos)
+    if gt < 0:
+        return None, None
+    name = text[pos:gt].strip()
+    pos = gt + 1
+    pairs: list[str] = []
+    while True:
+        pos = skip_space(text, pos)
+        if text.startswith(END_FUNCTION, pos):
+            return Call(name, arguments(pairs, True)), pos + len(END_FUNCTION)
+        if text.startswith(PARAM, pos):
+            gt = text.find(">", pos)
+            end = text.find(END_PARAM, gt) if gt >= 0 else -1
+            if end < 0:
+                return Call(name, arguments(pairs, False), False), None
+            key = text[pos + len(PARAM) : gt].strip()
+            pairs.append(f"{json.dumps(key)}: {value_json(ctx, name, key, text[gt + 1 : end])}")
+            pos = end + len(END_PARAM)
+            continue
+        if pos >= len(text) or (not final and held(text, (END_FUNCTION, PARAM), pos)):
+            return Call(name, arguments(pairs, False), False), None
+        # Anything else ends the function: the call is as complete as it got.
+        return Call(name, arguments(pairs, True)), pos
+
+
+PARSE = Section(openers=(OPEN, FUNCTION), read=read, reasoning=("<think>", "</think>"))
+FAMILY = Family(
+    name="qwen3_coder",
+    title="Qwen3-Coder, Qwen3.5, Nemotron 3 (<function=...><parameter=...> XML)",
+    recognise=lambda t: "<parameter=" in t and FUNCTION in t,
+    parse=PARSE,
+    forced=None,
+    reasoning_open="<think>",
+)
