@@ -2,7 +2,7 @@
 
 A format is fed the engine's events in order (the choices' events interleave) and keeps what
 each choice needs: its text, its logprobs, its finish reason and, for chat with tools, the
-separation of content from tool calls (``toolcalls.ToolCallStream``). Streaming, ``feed``
+separation of content from tool calls (``api/outputs.py``). Streaming, ``feed``
 returns the chunks to send now; collecting, it returns none and ``whole`` builds the body.
 """
 
@@ -15,8 +15,8 @@ from attrs import define, field, frozen
 
 from llmserve.api.openai import wire
 from llmserve.api.openai.wire_tools import FunctionCall, ToolCall, ToolUse
+from llmserve.api.outputs import CallArguments, CallStart, Content, OutputEvent, OutputSplitter
 from llmserve.engine.protocol import TokenEvent
-from llmserve.prompt.toolcalls import ToolCallStream
 
 
 class ResponseFormat(Protocol):
@@ -54,7 +54,7 @@ class Meta:
 @define
 class _ChatChoice:
     index: int
-    splitter: ToolCallStream | None
+    splitter: OutputSplitter | None
     content: list[str] = field(factory=list)
     logprobs: list[wire.LogprobEntry] = field(factory=list)
     calls: tuple[ToolCall, ...] = ()
@@ -81,7 +81,7 @@ class ChatFormat:
         self.call_id = call_id
         names = tools.names if tools is not None else None
         self.choices = [
-            _ChatChoice(i, ToolCallStream(names) if names is not None else None) for i in range(n)
+            _ChatChoice(i, OutputSplitter(names) if names is not None else None) for i in range(n)
         ]
 
     def _chunk(
@@ -112,7 +112,7 @@ class ChatFormat:
             tuple(wire.LogprobEntry.from_engine(e) for e in event.logprobs) if self.logprobs else ()
         )
         choice.logprobs.extend(entries)
-        text = choice.splitter.push(event.text) if choice.splitter else event.text
+        text = _content(choice.splitter.push(event.text)) if choice.splitter else event.text
         chunks: list[object] = []
         if text:
             choice.content.append(text)
@@ -125,16 +125,14 @@ class ChatFormat:
     def _finish(self, choice: _ChatChoice, reason: wire.FinishReason) -> list[object]:
         chunks: list[object] = []
         if choice.splitter is not None:
-            tail, parsed = choice.splitter.finish()
+            events = choice.splitter.finish()
+            tail = _content(events)
             if tail:
                 choice.content.append(tail)
                 if self.stream:
                     chunks.append(self._delta(choice.index, wire.Delta(content=tail)))
             choice.calls = tuple(
-                ToolCall(
-                    id=self.call_id(), function=FunctionCall(name=c.name, arguments=c.arguments)
-                )
-                for c in parsed
+                ToolCall(id=self.call_id(), function=function) for function in _calls(events)
             )
             if choice.calls and reason == "stop":
                 reason = "tool_calls"
@@ -186,6 +184,22 @@ class ChatFormat:
             choices=tuple(choices),
             usage=usage,
         )
+
+
+def _content(events: list[OutputEvent]) -> str:
+    return "".join(e.text for e in events if isinstance(e, Content))
+
+
+def _calls(events: list[OutputEvent]) -> list[FunctionCall]:
+    """The whole calls among ``events`` (OpenAI chat sends each call in one delta)."""
+    names: dict[int, str] = {}
+    arguments: dict[int, list[str]] = {}
+    for e in events:
+        if isinstance(e, CallStart):
+            names[e.index], arguments[e.index] = e.name, []
+        elif isinstance(e, CallArguments):
+            arguments[e.index].append(e.json)
+    return [FunctionCall(name=names[i], arguments="".join(arguments[i])) for i in names]
 
 
 # -- text completions -------------------------------------------------------------------------
