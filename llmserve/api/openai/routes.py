@@ -12,13 +12,11 @@ from typing import Any
 
 from attrs import frozen
 from litestar import Request, Response, Router, get, post
-from litestar.connection import ASGIConnection
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, RawBody
 
 from llmserve.api.failures import internal_error_envelope
 from llmserve.api.generation import ChatInput, json_response, render_chat, resolve_model, serve
-from llmserve.api.guards import limit_rate, require_api_key
+from llmserve.api.guards import limit_rate, require_api_key, require_ready
 from llmserve.api.observe import record_of
 from llmserve.api.openai import codec, wire, wire_embeddings
 from llmserve.api.openai.formats import ChatFormat, Meta, ResponseFormat, TextFormat
@@ -160,11 +158,6 @@ async def retrieve_model(
         if info.id == model_id:
             return _json(wire.ModelCard.from_engine(info))
     raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
-
-
-def require_ready(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Litestar guard: 503 service_unavailable while the model loads or the server drains."""
-    app_state(connection.app).lifecycle.check_ready()
 
 
 def openai_router() -> Router:
