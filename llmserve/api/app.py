@@ -11,6 +11,7 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from prometheus_client import CollectorRegistry
 
+from llmserve.api.anthropic.routes import anthropic_router
 from llmserve.api.auth import load_keys
 from llmserve.api.clock import Clock, IdFactory, RandomIds, SystemClock
 from llmserve.api.failures import handle_exception
@@ -99,6 +100,7 @@ def create_app(
     return Litestar(
         route_handlers=[
             openai_router(),
+            anthropic_router(),
             tokens_router(),
             *ops_routes(settings.server),
             openapi_json,

@@ -20,6 +20,10 @@ MISSING_KEY = (
     "(Authorization: Bearer YOUR_KEY)."
 )
 INCORRECT_KEY = "Incorrect API key provided."
+MISSING_X_API_KEY = (
+    "Missing API key. Provide it in an x-api-key header (x-api-key: YOUR_KEY) or using Bearer "
+    "auth (Authorization: Bearer YOUR_KEY)."
+)
 
 
 @frozen
@@ -34,11 +38,13 @@ class KeyRing:
 
     def check(self, authorization: str | None) -> None:
         """Raise AuthenticationFailed unless ``authorization`` is ``Bearer <an accepted key>``."""
-        if not authorization:
-            raise AuthenticationFailed(MISSING_KEY)
-        scheme, _, presented = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
-            raise AuthenticationFailed(MISSING_KEY)
+        self.check_key(bearer_key(authorization), missing=MISSING_KEY)
+
+    def check_key(self, presented: str | None, *, missing: str) -> None:
+        """Raise AuthenticationFailed unless ``presented`` is an accepted key (``missing``
+        says how to provide one when it is absent)."""
+        if presented is None or not presented.strip():
+            raise AuthenticationFailed(missing)
         # Constant-time, on bytes (compare_digest refuses non-ASCII str), and against every key
         # without stopping at a match: the time taken tells nothing about which key, if any.
         candidate = presented.strip().encode()
@@ -47,6 +53,14 @@ class KeyRing:
             matched |= hmac.compare_digest(candidate, key)
         if not matched:
             raise AuthenticationFailed(INCORRECT_KEY)
+
+
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header, or None if it holds none."""
+    scheme, _, presented = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        return None
+    return presented.strip()
 
 
 def check_bearer(authorization: str | None, api_key: str) -> None:

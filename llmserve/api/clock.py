@@ -18,7 +18,7 @@ class Clock(Protocol):
 
 
 class IdFactory(Protocol):
-    """Ids of responses and requests, in OpenAI's prefixes."""
+    """Ids of responses and requests, in OpenAI's and Anthropic's prefixes."""
 
     def chat_completion_id(self) -> str: ...
 
@@ -27,6 +27,14 @@ class IdFactory(Protocol):
     def request_id(self) -> str: ...
 
     def tool_call_id(self) -> str: ...
+
+    def message_id(self) -> str:
+        """An Anthropic Messages response id (``msg_``)."""
+        ...
+
+    def tool_use_id(self) -> str:
+        """An Anthropic tool_use block id (``toolu_``)."""
+        ...
 
 
 @frozen
@@ -53,3 +61,9 @@ class RandomIds:
 
     def tool_call_id(self) -> str:
         return f"call_{secrets.token_hex(12)}"
+
+    def message_id(self) -> str:
+        return f"msg_{secrets.token_hex(12)}"
+
+    def tool_use_id(self) -> str:
+        return f"toolu_{secrets.token_hex(12)}"

@@ -88,23 +88,28 @@ def error_reply(exc: BaseException, *, method: str, path: str) -> ErrorReply:
     return ErrorReply(500, internal_error_envelope())
 
 
-def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """Litestar exception handler for ``Exception``: the OpenAI envelope for everything."""
-    reply = error_reply(exc, method=request.method, path=request.url.path)
+def log_failure(request: Request[Any, Any, Any], exc: Exception, status: int) -> None:
+    """Log a failed request: a traceback for the unexpected, a line for a server error."""
     if not isinstance(exc, LLMServeError | HTTPException):
         log.error(
             "unhandled error serving %s %s",
             request.method,
             request.url.path,
             exc_info=exc,
-            extra={"status": reply.status},
+            extra={"status": status},
         )
-    elif reply.status >= 500:
+    elif status >= 500:
         log.warning(
             "%s %s failed: %s",
             request.method,
             request.url.path,
             exc,
-            extra={"status": reply.status},
+            extra={"status": status},
         )
+
+
+def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Litestar exception handler for ``Exception``: the OpenAI envelope for everything."""
+    reply = error_reply(exc, method=request.method, path=request.url.path)
+    log_failure(request, exc, reply.status)
     return Response(content=reply.body, status_code=reply.status, headers=reply.headers)

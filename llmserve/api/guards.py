@@ -11,8 +11,14 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from llmserve.api.auth import MISSING_X_API_KEY, bearer_key
 from llmserve.api.ratelimit import client_of
 from llmserve.api.state import app_state
+
+
+def require_ready(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Litestar guard: 503 service_unavailable while the model loads or the server drains."""
+    app_state(connection.app).lifecycle.check_ready()
 
 
 def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -20,6 +26,31 @@ def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRoute
     keys = app_state(connection.app).keys
     if keys.enabled:
         keys.check(connection.headers.get("authorization"))
+
+
+def _anthropic_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    # Anthropic clients send x-api-key; gateways and ANTHROPIC_AUTH_TOKEN send Bearer.
+    x_api_key = connection.headers.get("x-api-key", "").strip()
+    return x_api_key or bearer_key(connection.headers.get("authorization"))
+
+
+def require_api_key_or_x_api_key(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """Litestar guard of the Anthropic routes: the same keys, in ``x-api-key`` or as Bearer."""
+    keys = app_state(connection.app).keys
+    if keys.enabled:
+        keys.check_key(_anthropic_key(connection), missing=MISSING_X_API_KEY)
+
+
+def limit_rate_by_x_api_key(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """``limit_rate`` for the Anthropic routes: a client is its key, however it was sent."""
+    state = app_state(connection.app)
+    if state.limiter is not None:
+        key = _anthropic_key(connection) or ""
+        state.limiter.acquire(client_of(connection, state.keys.enabled, key=key))
 
 
 def limit_rate(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

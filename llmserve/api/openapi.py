@@ -12,6 +12,7 @@ from typing import Any
 
 from litestar import Response, get
 
+from llmserve.api.anthropic.wire import UNSUPPORTED_BLOCKS
 from llmserve.api.openai import codec, wire
 
 JSON = "application/json"
@@ -345,24 +346,209 @@ _SCHEMAS: dict[str, Schema] = {
     },
 }
 
+# -- Anthropic Messages -----------------------------------------------------------------------
+
+_TEXT_BLOCK: Schema = {
+    "type": "object",
+    "required": ["type", "text"],
+    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+}
+_BLOCK: Schema = {
+    "oneOf": [
+        _TEXT_BLOCK,
+        {
+            "type": "object",
+            "required": ["type", "id", "name", "input"],
+            "properties": {
+                "type": {"const": "tool_use"},
+                "id": {"type": "string"},
+                "name": {"type": "string"},
+                "input": {"type": "object"},
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type", "tool_use_id"],
+            "properties": {
+                "type": {"const": "tool_result"},
+                "tool_use_id": {"type": "string"},
+                "content": {
+                    "anyOf": [
+                        {"type": "string"},
+                        {"type": "array", "items": _TEXT_BLOCK},
+                        {"type": "null"},
+                    ]
+                },
+                "is_error": {"type": "boolean"},
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type"],
+            "properties": {"type": {"enum": ["thinking", "redacted_thinking"]}},
+        },
+    ]
+}
+_MESSAGES_INPUT: dict[str, Schema] = {
+    "model": {"type": "string"},
+    "messages": {
+        "type": "array",
+        "minItems": 1,
+        "items": {
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {
+                "role": {"enum": ["user", "assistant"]},
+                "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _BLOCK}]},
+            },
+        },
+    },
+    "system": {
+        "anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_BLOCK}, {"type": "null"}]
+    },
+    "tools": _nullable(
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "input_schema"],
+                "properties": {
+                    "name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,128}$"},
+                    "description": _nullable({"type": "string"}),
+                    "input_schema": {"type": "object"},
+                    "type": _nullable({"const": "custom"}),
+                },
+            },
+        }
+    ),
+    "tool_choice": _nullable(
+        {
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {"enum": ["auto", "any", "tool", "none"]},
+                "name": _nullable({"type": "string"}),
+                "disable_parallel_tool_use": {"type": "boolean"},
+            },
+        }
+    ),
+    "thinking": _nullable(
+        {
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {"enum": ["enabled", "disabled", "adaptive"]},
+                "budget_tokens": _integer(0),
+            },
+        }
+    ),
+}
+_ANTHROPIC_SCHEMAS: dict[str, Schema] = {
+    "AnthropicError": {
+        "type": "object",
+        "required": ["type", "error"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "message": {"type": "string", "minLength": 1},
+                },
+            },
+        },
+    },
+    "CountTokensRequest": {
+        "type": "object",
+        "required": ["model", "messages"],
+        "properties": _MESSAGES_INPUT,
+    },
+    "MessagesRequest": {
+        "type": "object",
+        "description": (
+            "Anthropic Messages. Content blocks of type "
+            + ", ".join(sorted(UNSUPPORTED_BLOCKS))
+            + " are refused with a 400 (no vision or document input)."
+        ),
+        "required": ["model", "messages", "max_tokens"],
+        "properties": {
+            **_MESSAGES_INPUT,
+            "max_tokens": {"type": "integer", "minimum": 1},
+            "stop_sequences": _nullable(
+                {"type": "array", "items": _STOP_STRING, "maxItems": wire.MAX_STOP_SEQUENCES}
+            ),
+            "temperature": _number(0, 1),
+            "top_p": _number(0, 1),
+            "top_k": _integer(0),
+            "metadata": _nullable({"type": "object"}),
+            "stream": {"type": "boolean"},
+        },
+    },
+    "Message": {
+        "type": "object",
+        "required": ["id", "type", "role", "model", "content", "stop_reason", "usage"],
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"const": "message"},
+            "role": {"const": "assistant"},
+            "model": {"type": "string"},
+            "content": {"type": "array", "items": {"type": "object"}},
+            "stop_reason": _nullable(
+                {"enum": ["end_turn", "max_tokens", "stop_sequence", "tool_use"]}
+            ),
+            "stop_sequence": _nullable({"type": "string"}),
+            "usage": {
+                "type": "object",
+                "required": ["input_tokens", "output_tokens"],
+                "properties": {
+                    "input_tokens": {"type": "integer"},
+                    "output_tokens": {"type": "integer"},
+                    "cache_creation_input_tokens": {"type": "integer"},
+                    "cache_read_input_tokens": {"type": "integer"},
+                },
+            },
+        },
+    },
+    "TokenCount": {
+        "type": "object",
+        "required": ["input_tokens"],
+        "properties": {"input_tokens": {"type": "integer"}},
+    },
+}
+
 _ERRORS: dict[str, Schema] = {
     "default": {
         "description": "An error, in the OpenAI envelope",
         "content": {JSON: {"schema": _ref("Error")}},
     }
 }
+_ANTHROPIC_ERRORS: dict[str, Schema] = {
+    "default": {
+        "description": "An error, in Anthropic's envelope",
+        "content": {JSON: {"schema": _ref("AnthropicError")}},
+    }
+}
 
 
-def _post(summary: str, request: str, response: str, *, streams: bool = False) -> Schema:
+def _post(
+    summary: str,
+    request: str,
+    response: str,
+    *,
+    streams: bool = False,
+    errors: dict[str, Schema] = _ERRORS,
+) -> Schema:
     content: Schema = {JSON: {"schema": _ref(response)}}
     if streams:
-        # Server-sent events of the JSON chunks, ending with `data: [DONE]`: no one schema.
+        # Server-sent events: OpenAI's JSON chunks ending with `data: [DONE]`, or Anthropic's
+        # named events: no one schema.
         content["text/event-stream"] = {}
     return {
         "post": {
             "summary": summary,
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref(request)}}},
-            "responses": {"200": {"description": summary, "content": content}, **_ERRORS},
+            "responses": {"200": {"description": summary, "content": content}, **errors},
         }
     }
 
@@ -390,7 +576,9 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "llmserve",
             "version": "1",
-            "description": "OpenAI-compatible inference for GGUF models on llama.cpp.",
+            "description": (
+                "OpenAI- and Anthropic-compatible inference for GGUF models on llama.cpp."
+            ),
         },
         "paths": {
             "/v1/chat/completions": _post(
@@ -400,6 +588,19 @@ def openapi_document() -> dict[str, Any]:
                 "Text completion", "CompletionRequest", "Completion", streams=True
             ),
             "/v1/embeddings": _post("Embeddings", "EmbeddingRequest", "EmbeddingList"),
+            "/v1/messages": _post(
+                "Anthropic Messages (x-api-key or Bearer; anthropic-version accepted)",
+                "MessagesRequest",
+                "Message",
+                streams=True,
+                errors=_ANTHROPIC_ERRORS,
+            ),
+            "/v1/messages/count_tokens": _post(
+                "Anthropic token count of a Messages prompt",
+                "CountTokensRequest",
+                "TokenCount",
+                errors=_ANTHROPIC_ERRORS,
+            ),
             "/v1/models": _get("The served models", _ref("ModelList")),
             "/v1/models/{model_id}": _get("One served model", _ref("Model"), parameters=[model_id]),
             "/tokenize": _post("Text to token ids", "TokenizeRequest", "TokenizeResponse"),
@@ -410,7 +611,7 @@ def openapi_document() -> dict[str, Any]:
             "/readyz": _readyz(),
             "/metrics": _get("Prometheus metrics", {"type": "string"}, media="text/plain"),
         },
-        "components": {"schemas": _SCHEMAS},
+        "components": {"schemas": {**_SCHEMAS, **_ANTHROPIC_SCHEMAS}},
     }
 
 

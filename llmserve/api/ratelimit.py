@@ -85,11 +85,17 @@ class RateLimiter:
             del self._buckets[oldest]
 
 
-def client_of(connection: ASGIConnection[Any, Any, Any, Any], keyed: bool) -> str:
+def client_of(
+    connection: ASGIConnection[Any, Any, Any, Any], keyed: bool, *, key: str | None = None
+) -> str:
     """The client a request is counted against: its (checked) key when keys are on, else its
-    address."""
+    address. ``key``: the presented key, when it came in another header than Authorization."""
     if keyed:
-        presented = connection.headers.get("authorization", "").partition(" ")[2].strip()
+        presented = (
+            key
+            if key is not None
+            else connection.headers.get("authorization", "").partition(" ")[2].strip()
+        )
         return "key:" + hashlib.sha256(presented.encode()).hexdigest()[:32]
     client = connection.client
     return "ip:" + (client.host if client is not None else "unknown")

@@ -39,13 +39,14 @@ def count_prompt_tokens(prompt: str | tuple[int, ...]) -> int:
 
 def _script(
     pieces: Sequence[str], max_tokens: int | None, stop: tuple[str, ...]
-) -> tuple[list[str], FinishReason]:
-    """The pieces to emit and why generation ends."""
+) -> tuple[list[str], FinishReason, str | None]:
+    """The pieces to emit, why generation ends and the stop string that ended it, if any."""
     budget = list(pieces if max_tokens is None else pieces[:max_tokens])
     text = "".join(budget)
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=None)
-    if cut is None:
-        return budget, "length" if len(budget) < len(pieces) else "stop"
+    found = [(i, s) for s in stop if s and (i := text.find(s)) >= 0]
+    if not found:
+        return budget, "length" if len(budget) < len(pieces) else "stop", None
+    cut, matched = min(found, key=lambda hit: hit[0])
     emitted: list[str] = []
     position = 0
     for piece in budget:
@@ -53,7 +54,7 @@ def _script(
             break
         emitted.append(piece[: cut - position])
         position += len(piece)
-    return emitted, "stop"
+    return emitted, "stop", matched
 
 
 @define
@@ -64,6 +65,7 @@ class FakeGeneration:
     pieces: list[str]
     finish_reason: FinishReason
     prompt_tokens: int
+    stop_sequence: str | None = None
     cancelled: bool = False
     finished: bool = False
     released: bool = False
@@ -84,10 +86,16 @@ class FakeGeneration:
                     tokens=1,
                     finish_reason=self.finish_reason if last else None,
                     usage=self._usage() if last else None,
+                    stop_sequence=self.stop_sequence if last else None,
                     queue_wait_s=engine.queue_wait_s if i == 0 else None,
                 )
             if not engine.finish_on_last_piece or not self.pieces:
-                yield TokenEvent(text="", finish_reason=self.finish_reason, usage=self._usage())
+                yield TokenEvent(
+                    text="",
+                    finish_reason=self.finish_reason,
+                    usage=self._usage(),
+                    stop_sequence=self.stop_sequence,
+                )
             self.finished = True
         finally:
             self._release()
@@ -203,8 +211,8 @@ class FakeEngine:
             raise ContextLengthExceeded(
                 prompt_tokens=prompt_tokens, max_tokens=wanted, n_ctx=self.n_ctx
             )
-        pieces, finish = _script(self.pieces, request.max_tokens, request.stop)
-        generation = FakeGeneration(self, pieces, finish, prompt_tokens)
+        pieces, finish, matched = _script(self.pieces, request.max_tokens, request.stop)
+        generation = FakeGeneration(self, pieces, finish, prompt_tokens, stop_sequence=matched)
         self.generations.append(generation)
         self.running += 1
         return generation

@@ -84,6 +84,7 @@ class TokenEvent:
     ``text`` is always whole UTF-8 characters and never contains (part of) a stop string.
     ``tokens`` is how many generated tokens this event accounts for (may be 0 or several).
     ``queue_wait_s``, on the first event only, is how long the request waited for a slot.
+    ``stop_sequence``, on a finish by a stop string, is that string (Anthropic reports it).
     """
 
     text: str
@@ -93,6 +94,7 @@ class TokenEvent:
     queue_wait_s: float | None = None
     index: int = 0  # the choice (of n) this event belongs to
     logprobs: tuple[TokenLogprob, ...] = ()  # one per token of this event, when asked for
+    stop_sequence: str | None = None
 
 
 @frozen

@@ -526,7 +526,13 @@ class Worker:
                 cached_tokens=group.cached_tokens,
             )
         tail = "" if run.text.stopped else run.text.flush()
-        event = TokenEvent(text=tail, finish_reason=reason, usage=usage, index=run.index)
+        event = TokenEvent(
+            text=tail,
+            finish_reason=reason,
+            usage=usage,
+            index=run.index,
+            stop_sequence=run.text.matched_stop,
+        )
         self._outbox.append((run.job.sink, event))
         self._flush_outbox()  # the client hears of its finish before the state copy below
         self._save(slot)

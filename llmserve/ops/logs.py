@@ -22,7 +22,9 @@ from typing import Any
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
-REDACTED_KEYS = frozenset({"api_key", "api_keys", "authorization", "prompt", "messages"})
+REDACTED_KEYS = frozenset(
+    {"api_key", "api_keys", "authorization", "x-api-key", "x_api_key", "prompt", "messages"}
+)
 HANDLER_NAME = "llmserve-json"
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 

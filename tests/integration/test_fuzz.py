@@ -29,9 +29,15 @@ ENVELOPE_KEYS = {"message", "type", "param", "code"}
 
 @schemathesis.check
 def errors_in_openai_envelope(ctx: Any, response: Any, case: Any) -> bool | None:
-    """Every 4xx/5xx body is {"error": {message, type, param, code}} (readiness aside)."""
+    """Every 4xx/5xx body is {"error": {message, type, param, code}} (readiness aside), or
+    Anthropic's {"type": "error", "error": {type, message}} on the Anthropic routes."""
     if response.status_code < 400 or case.path == "/readyz":
         return None
+    if case.path.startswith("/v1/messages"):
+        body = response.json()
+        if body.get("type") != "error" or set(body["error"]) != {"type", "message"}:
+            raise AssertionError(f"not an Anthropic error envelope: {response.text[:200]}")
+        return True
     error = response.json()["error"]
     if set(error) != ENVELOPE_KEYS or not error["message"]:
         raise AssertionError(f"not an OpenAI error envelope: {response.text[:200]}")

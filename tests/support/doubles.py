@@ -34,7 +34,7 @@ class FixedClock:
 
 @define
 class CountingIds:
-    """Ids numbered from 1, in OpenAI's prefixes."""
+    """Ids numbered from 1, in OpenAI's and Anthropic's prefixes."""
 
     _counter: itertools.count[int] = field(factory=lambda: itertools.count(1))
 
@@ -49,6 +49,12 @@ class CountingIds:
 
     def tool_call_id(self) -> str:
         return f"call_{next(self._counter)}"
+
+    def message_id(self) -> str:
+        return f"msg_{next(self._counter)}"
+
+    def tool_use_id(self) -> str:
+        return f"toolu_{next(self._counter)}"
 
 
 def fake_app(

@@ -15,6 +15,8 @@ ROUTES = {
     ("/v1/chat/completions", "post"),
     ("/v1/completions", "post"),
     ("/v1/embeddings", "post"),
+    ("/v1/messages", "post"),
+    ("/v1/messages/count_tokens", "post"),
     ("/v1/models", "get"),
     ("/v1/models/{model_id}", "get"),
     ("/tokenize", "post"),

@@ -247,7 +247,9 @@ def _unstructure_factory(cl: type[Any], conv: Converter) -> Callable[[Any], dict
     return unstructure
 
 
-def _make_converter() -> Converter:
+def make_converter() -> Converter:
+    """A converter with the strict JSON rules and the OpenAI wire's hooks; other dialects
+    register their own hooks on a fresh one."""
     conv = Converter(forbid_extra_keys=False, detailed_validation=True)
     conv.register_structure_hook(str, _structure_str)
     conv.register_structure_hook(int, _structure_int)
@@ -268,14 +270,15 @@ def _make_converter() -> Converter:
     return conv
 
 
-converter = _make_converter()
+converter = make_converter()
 
 
 # -- the public face --------------------------------------------------------------------------
 
 
-def structure_request(raw: bytes, cls: type[T]) -> T:
-    """Parse a JSON request body into ``cls``; any problem is an ``InvalidRequest``."""
+def structure_request(raw: bytes, cls: type[T], conv: Converter | None = None) -> T:
+    """Parse a JSON request body into ``cls`` (with ``conv``, by default the OpenAI one); any
+    problem is an ``InvalidRequest``."""
     try:
         data = json.loads(raw, parse_constant=_reject_non_finite, parse_float=_finite_float)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
@@ -290,7 +293,7 @@ def structure_request(raw: bytes, cls: type[T]) -> T:
         except RecursionError:
             raise InvalidRequest(f"{_UNPARSEABLE} (It is nested too deeply.)") from None
     try:
-        return converter.structure(data, cls)
+        return (conv or converter).structure(data, cls)
     except (ClassValidationError, IterableValidationError) as exc:
         raise _as_invalid_request(exc) from None
 

@@ -13,9 +13,8 @@ from litestar import Request, Response, Router, post
 from litestar.enums import MediaType
 from litestar.params import RawBody
 
-from llmserve.api.guards import limit_rate, require_api_key
+from llmserve.api.guards import limit_rate, require_api_key, require_ready
 from llmserve.api.openai import codec
-from llmserve.api.openai.routes import require_ready
 from llmserve.api.openai.wire_embeddings import (
     DetokenizeRequest,
     DetokenizeResponse,
