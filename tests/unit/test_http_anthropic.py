@@ -427,3 +427,29 @@ def test_messages_are_counted_in_request_metrics(client: TestClient[Any]) -> Non
     post(client, BODY)
     metrics = client.get("/metrics").text
     assert 'endpoint="/v1/messages"' in metrics
+
+
+def test_reasoning_is_a_thinking_block_before_the_text() -> None:
+    """A reasoning model's <think> section is a thinking block, never part of the text."""
+    engine = FakeEngine(pieces=("<think>Paris is ", "in France.</think>", "It is sunny."))
+    engine.family = "qwen3"
+    with TestClient(fake_app(engine)) as client:
+        answer = post(client, BODY).json()
+    assert answer["content"] == [
+        {"type": "thinking", "thinking": "Paris is in France.", "signature": ""},
+        {"type": "text", "text": "It is sunny."},
+    ]
+
+
+def test_streamed_reasoning_sends_thinking_deltas() -> None:
+    """Streamed, the reasoning is a thinking block of thinking_delta events, then the text."""
+    engine = FakeEngine(pieces=("<think>Paris is ", "in France.</think>", "It is sunny."))
+    engine.family = "qwen3"
+    with TestClient(fake_app(engine)) as client:
+        got = events(post(client, {**BODY, "stream": True}).text)
+    starts = [d["content_block"]["type"] for n, d in got if n == "content_block_start"]
+    assert starts == ["thinking", "text"]
+    thinking = [d["delta"]["thinking"] for n, d in got if d.get("delta", {}).get("thinking")]
+    assert "".join(thinking) == "Paris is in France."
+    text = [d["delta"]["text"] for n, d in got if d.get("delta", {}).get("type") == "text_delta"]
+    assert "".join(text) == "It is sunny."
