@@ -10,6 +10,7 @@ from attrs import field, frozen
 # Defined in ops (metrics read them without the engine); the engine fills them in.
 from llmserve.ops.stats import CacheSnapshot as CacheSnapshot
 from llmserve.ops.stats import EngineStats as EngineStats
+from llmserve.ops.stats import KvSnapshot as KvSnapshot
 from llmserve.ops.stats import ModelStats as ModelStats
 
 FinishReason = Literal["stop", "length"]

@@ -182,6 +182,7 @@ class ModelRegistry:
                     load_failures=model.load_failures,
                     unloads=dict(model.unloads),
                     cache=stats.cache,
+                    kv=stats.kv,
                 )
                 for model, stats in per_model
             ),

@@ -22,6 +22,7 @@ from llmserve.engine.protocol import (
     Embeddings,
     EngineStats,
     GenerationRequest,
+    KvSnapshot,
     ModelInfo,
     SamplingParams,
     TemplateFactory,
@@ -131,6 +132,7 @@ class LlamaEngine:
             waiting=worker.waiting(),
             cache_hit_rate=worker.cache_hit_rate(),
             loaded=True,
+            kv=KvSnapshot(used=worker.kv_cells_in_use(), cells=worker.kv_cells()),
             cache=CacheSnapshot(
                 hits=cache.hits,
                 misses=cache.misses,

@@ -113,6 +113,17 @@ class Worker:
     def waiting(self) -> int:
         return len(self._inbox)
 
+    def kv_cells_in_use(self) -> int:
+        """KV cells held by the running requests (a snapshot read off the worker thread).
+
+        Slots without a run keep their KV only for prefix reuse, so they do not count.
+        """
+        return sum(len(s.kv_tokens) for s in self._slots if s.run is not None)
+
+    def kv_cells(self) -> int:
+        """The context's KV cells (llama.cpp may pad n_ctx up)."""
+        return int(llama_cpp.llama_n_ctx(self._ctx))
+
     def cache_hit_rate(self) -> float:
         """Fraction of admitted prompt tokens whose KV was reused rather than computed."""
         return self._reused_tokens / self._prompt_tokens if self._prompt_tokens else 0.0

@@ -24,7 +24,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from llmserve.ops.stats import CacheSnapshot, EngineStats, ModelStats
+from llmserve.ops.stats import CacheSnapshot, EngineStats, KvSnapshot, ModelStats
 
 # Milliseconds: from a cached short completion to a long generation on a slow CPU.
 DURATION_BUCKETS_MS = (
@@ -92,6 +92,38 @@ class CacheCollector:
                 size.add_metric([model, tier], s.bytes.get(tier, 0))
                 entries.add_metric([model, tier], s.entries.get(tier, 0))
         yield from (evictions, size, entries)
+
+
+class KvCollector:
+    """KV-cache utilisation and cache layout per model, in the semantics of the Gateway API
+    Inference Extension's model server protocol (what its endpoint picker scores on).
+
+    ``llm_engine_kv_cache_usage_ratio``: cells held by running requests over the context's
+    cells, 0-1 (vLLM's kv_cache_usage_perc). ``llm_engine_cache_config_info``: an info gauge
+    (always 1) whose labels carry the layout: llama.cpp allocates KV per token, so
+    ``block_size`` is 1 and ``num_blocks`` the context's cells. A model without a context
+    (not loaded) reports utilisation 0 and no info series.
+    """
+
+    def __init__(self) -> None:
+        self.snapshots: Sequence[tuple[str, KvSnapshot]] = ()  # by model
+
+    def collect(self) -> Iterator[Metric]:
+        usage = GaugeMetricFamily(
+            "llm_engine_kv_cache_usage_ratio",
+            "KV cells held by running requests over the context's cells (0-1).",
+            labels=["model"],
+        )
+        info = GaugeMetricFamily(
+            "llm_engine_cache_config_info",
+            "KV cache layout: block_size tokens per block, num_blocks blocks (value always 1).",
+            labels=["model", "block_size", "num_blocks"],
+        )
+        for model, kv in self.snapshots:
+            usage.add_metric([model], kv.utilisation)
+            if kv.cells:
+                info.add_metric([model, "1", str(kv.cells)], 1)
+        yield from (usage, info)
 
 
 class ModelCollector:
@@ -208,6 +240,8 @@ class Metrics:
         )
         self.cache = CacheCollector()
         registry.register(self.cache)
+        self.kv = KvCollector()
+        registry.register(self.kv)
         self.model_loads = ModelCollector()
         registry.register(self.model_loads)
         if process_collectors and registry is not REGISTRY:
@@ -287,12 +321,14 @@ class Metrics:
                 running=stats.running,
                 waiting=stats.waiting,
                 cache=stats.cache,
+                kv=stats.kv,
             ),
         )
         for m in per_model:
             self.requests_running.labels(model=m.id).set(m.running)
             self.requests_waiting.labels(model=m.id).set(m.waiting)
         self.cache.snapshots = [(m.id, m.cache) for m in per_model]
+        self.kv.snapshots = [(m.id, m.kv) for m in per_model]
         self.model_loads.models = stats.models
         self.memory_usage.set(self.rss_bytes())
 

@@ -24,6 +24,24 @@ class CacheSnapshot:
 
 
 @frozen
+class KvSnapshot:
+    """The KV cells of a model's llama context: in use by running requests, and in all.
+
+    llama.cpp keeps KV per token (one cell each), so a "block" is one cell and the context's
+    cells are its blocks. Cells a finished request left behind for prefix reuse are not in
+    use: the next request overwrites them whenever it needs the room.
+    """
+
+    used: int = 0
+    cells: int = 0  # 0 while no context exists (model not loaded)
+
+    @property
+    def utilisation(self) -> float:
+        """Cells in use over cells of the context, 0-1 (0 without a context)."""
+        return min(self.used / self.cells, 1.0) if self.cells else 0.0
+
+
+@frozen
 class ModelStats:
     """One model of an engine that serves several (a ModelRegistry)."""
 
@@ -35,6 +53,7 @@ class ModelStats:
     load_failures: int = 0
     unloads: Mapping[str, int] = field(factory=dict)  # by reason: idle, lru
     cache: CacheSnapshot = field(factory=CacheSnapshot)
+    kv: KvSnapshot = field(factory=KvSnapshot)
 
 
 @frozen
@@ -46,4 +65,5 @@ class EngineStats:
     cache_hit_rate: float = 0.0
     loaded: bool = False
     cache: CacheSnapshot = field(factory=CacheSnapshot)
+    kv: KvSnapshot = field(factory=KvSnapshot)  # of the one model; registries: per model
     models: tuple[ModelStats, ...] = ()

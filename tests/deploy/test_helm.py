@@ -31,8 +31,9 @@ VALUES_FILES: list[Path | None] = [None, *SHIPPED, EVERYTHING]
 VALUES_IDS = ["default", *(path.stem for path in SHIPPED), "everything"]
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas.
 KUBERNETES_VERSIONS = ["1.25.0", "1.37.0"]
-# Custom resources have no schema in kubernetes-validate: checked by the tests below instead.
-CUSTOM_KINDS = {"ServiceMonitor"}
+# Custom resources have no schema in kubernetes-validate: checked by the tests below and, for
+# those with a CRD in tests/deploy/crds, by test_custom_resources.py.
+CUSTOM_KINDS = {"ServiceMonitor", "InferencePool", "ScaledObject"}
 # The keys the chart renders, as the issue lists them ([server] host/port come from the chart).
 RENDERED_KEYS = {
     "server": {"host", "port", "max_concurrent_requests", "max_loaded_models", "keep_alive"},
@@ -59,7 +60,8 @@ def _files(values: Path | None) -> tuple[Path, ...]:
 
 
 def _config_toml(documents: list[dict[str, Any]]) -> str:
-    return find(documents, "ConfigMap")["data"]["config.toml"]
+    (config,) = [d for d in documents if d["kind"] == "ConfigMap" and "config.toml" in d["data"]]
+    return config["data"]["config.toml"]
 
 
 def _config(documents: list[dict[str, Any]]) -> dict[str, Any]:
@@ -469,6 +471,9 @@ def test_chart_created_models_claim_is_kept_on_uninstall(render: Render) -> None
         "config.models[0].bogus=1",
         "config.server.max_loaded_models=0",
         "image.variant=rocm",
+        "inferencePool.endpointPicker.failureMode=Sometimes",
+        "keda.prometheus.serverAddress=prometheus:9090",
+        "keda.bogus=1",
     ],
 )
 def test_schema_rejects_invalid_values(

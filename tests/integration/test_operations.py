@@ -177,3 +177,32 @@ async def test_cancel_stops_the_generation_within_one_decode_step(long_gguf: Pat
         assert worker.steps - at_cancel <= 1
     finally:
         await engine.stop()
+
+
+def test_kv_cache_usage_moves_with_load_and_returns_to_zero(base_url: str) -> None:
+    """llm_engine_kv_cache_usage_ratio grows while a long generation runs and is 0 once it is
+    gone (the KV the finished slot keeps for prefix reuse is not "in use")."""
+    assert gauge(base_url, "llm_engine_kv_cache_usage_ratio") == 0.0
+    body = completion(LONG, stream=True)
+    with httpx.stream("POST", f"{base_url}/v1/completions", json=body, timeout=30) as response:
+        lines = response.iter_lines()
+        while not next(lines).startswith("data: "):
+            pass
+        first = gauge(base_url, "llm_engine_kv_cache_usage_ratio")
+        assert 0.0 < first < 1.0
+        assert eventually(lambda: gauge(base_url, "llm_engine_kv_cache_usage_ratio") > first, 10.0)
+    assert eventually(lambda: gauge(base_url, "llm_engine_kv_cache_usage_ratio") == 0.0, 10.0)
+
+
+def test_cache_config_info_reports_one_token_blocks_over_the_context(base_url: str) -> None:
+    """llm_engine_cache_config_info: block_size 1 and num_blocks the context's KV cells."""
+    text = httpx.get(f"{base_url}/metrics").text
+    match = re.search(
+        r"^llm_engine_cache_config_info"
+        r'\{block_size="(\d+)",model="tiny",num_blocks="(\d+)"\} 1\.0$',
+        text,
+        re.MULTILINE,
+    )
+    assert match, text
+    assert int(match.group(1)) == 1
+    assert int(match.group(2)) >= CONTEXT  # one slot of CONTEXT tokens, llama.cpp may pad

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from llmserve.engine.protocol import EngineStats
+from llmserve.engine.protocol import EngineStats, KvSnapshot, ModelStats
 from llmserve.ops.metrics import Metrics
 
 
@@ -181,3 +181,37 @@ def test_initialised_series_count_later_observations(
     labels = {"endpoint": "/v1/completions", "model": "m"}
     assert value(registry, "llm_engine_request_duration_ms_count", **labels) == 1.0
     assert value(registry, "llm_engine_requests_total", **labels, status="200") == 1.0
+
+
+def test_kv_cache_usage_is_cells_in_use_over_context_cells(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """llm_engine_kv_cache_usage_ratio is used/cells per model; 0 for a model without a context."""
+    stats = EngineStats(
+        models=(
+            ModelStats(id="a", loaded=True, kv=KvSnapshot(used=1024, cells=4096)),
+            ModelStats(id="b"),
+        )
+    )
+    metrics.refresh(stats, model="a")
+    assert value(registry, "llm_engine_kv_cache_usage_ratio", model="a") == 0.25
+    assert value(registry, "llm_engine_kv_cache_usage_ratio", model="b") == 0.0
+
+
+def test_cache_config_info_labels_one_token_blocks(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """llm_engine_cache_config_info carries block_size 1 and num_blocks = the context's cells,
+    and has no series for a model that is not loaded."""
+    stats = EngineStats(loaded=True, kv=KvSnapshot(used=0, cells=8192))
+    metrics.refresh(stats, model="m")
+    labels = {"model": "m", "block_size": "1", "num_blocks": "8192"}
+    assert value(registry, "llm_engine_cache_config_info", **labels) == 1.0
+    metrics.refresh(EngineStats(), model="m")
+    assert value(registry, "llm_engine_cache_config_info", **labels) is None
+
+
+def test_kv_utilisation_is_capped_at_one() -> None:
+    """A snapshot read mid-step cannot report more than a full context."""
+    assert KvSnapshot(used=5000, cells=4096).utilisation == 1.0
+    assert KvSnapshot(used=5, cells=0).utilisation == 0.0

@@ -102,3 +102,16 @@ resolves it in its store, LLM_ENGINE_MODELS_DIR), else "" (the image's demo mode
 {{- include "llmserve.wholeCores" $requests.cpu }}
 {{- end }}
 {{- end }}
+
+{{/* The endpoint picker's Service the InferencePool points the gateway at. */}}
+{{- define "llmserve.endpointPicker" -}}
+{{- .Values.inferencePool.endpointPicker.service | default (printf "%s-epp" (include "llmserve.fullname" .)) }}
+{{- end }}
+
+{{/*
+The Prometheus query of this release's waiting requests (KEDA): the namespace and pod labels
+are those both a ServiceMonitor and annotation-based pod scraping attach.
+*/}}
+{{- define "llmserve.waitingQuery" -}}
+{{- .Values.keda.prometheus.query | default (printf "sum(llm_engine_requests_waiting{namespace=%q, pod=~%q})" .Release.Namespace (printf "%s-.*" (include "llmserve.fullname" .))) }}
+{{- end }}
