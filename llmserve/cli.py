@@ -157,7 +157,7 @@ def _run_server(settings: Settings, listener: socket.socket) -> int:
 
     from llmserve.api.app import create_app
     from llmserve.api.lifecycle import Lifecycle
-    from llmserve.api.server import DrainingServer
+    from llmserve.api.server import DrainingServer, choose_event_loop
 
     # Process-wide switch, so it belongs to the process entry point: the *_created series
     # double every counter's output and no dashboard of ours reads them.
@@ -167,10 +167,21 @@ def _run_server(settings: Settings, listener: socket.socket) -> int:
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     lifecycle = Lifecycle()
     watch = _StartupWatch(create_app(settings, lifecycle=lifecycle), url)
+    io = choose_event_loop()
+    if not io.fast:
+        logger.warning(
+            "uvloop or httptools is not installed: serving with %s and %s, "
+            "an order of magnitude fewer requests per second",
+            io.loop,
+            io.http,
+            extra={"loop": io.loop, "http": io.http},
+        )
     config = uvicorn.Config(
         watch,
         host=settings.server.host,
         port=settings.server.port,
+        loop=io.loop,
+        http=io.http,
         interface="asgi3",
         lifespan="on",
         log_config=None,

@@ -44,6 +44,7 @@ class Plan:
     retries: int
     prefill_lengths: list[int] = field(default_factory=lambda: [1000, 3000])
     prefill_reps: int = 3  # requests of each length per run
+    wrk_seconds: float = 10.0  # each wrk run of the overhead workload
     mixed: MixedShape = field(
         default_factory=lambda: MixedShape(short=4, long=3, long_tokens=2000, max_seconds=90.0)
     )
@@ -117,6 +118,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     add("--mixed-long", type=int, help="long prompts in the mixed load (default 3, quick 2)")
     add("--mixed-long-tokens", type=int, default=2000, help="long prompt length (mixed load)")
     add("--mixed-seconds", type=float, default=90.0, help="mixed load's time bound")
+    add("--wrk-seconds", type=float, help="each wrk run of overhead (default 10, quick 5)")
     add("--rounds", type=int, help="quiet runs wanted per server (default 2, quick 1)")
     add("--single-reps", type=int, help="single-stream requests per round")
     add("--per-client", type=int, help="requests each concurrent client sends")
@@ -178,6 +180,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         retries=pick(args.retries, 2, 1),
         prefill_lengths=args.prefill_tokens,
         prefill_reps=pick(args.prefill_reps, 3, 1),
+        wrk_seconds=pick(args.wrk_seconds, 10.0, 5.0),
         mixed=MixedShape(
             short=args.mixed_short,
             long=pick(args.mixed_long, 3, 2),

@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -16,6 +17,7 @@ from perf.conversations import Conversation, conversation_seeds
 from perf.longprompts import TokenCounter, long_prompt, prompt_seed
 from perf.mixed import MixedResult, run_mixed
 from perf.multiturn import run_interleaved, run_sequential, take_turn
+from perf.overhead import WrkUnavailable, ensure_wrk, run_overhead
 from perf.plan import Plan
 from perf.prefill import PREFILL_MAX_TOKENS, run_prefill
 from perf.prompts import PromptPool
@@ -28,6 +30,7 @@ from perf.servers import (
     INTERLEAVED,
     MIXED,
     MULTITURN,
+    OVERHEAD,
     PREFILL,
     ServerConfig,
     ServerProcess,
@@ -127,13 +130,34 @@ async def run_workload(
         if not warmup.ok:
             run.error = f"warm-up request failed: {warmup.error}"
             return
-        if run.workload == DECODE:
+        if run.workload == OVERHEAD:
+            await run_fixed_costs(target, server.spec.extra_body, plan, run)
+        elif run.workload == DECODE:
             await run_decode(client, target, prompts, plan, deadline, run)
         elif run.workload in (PREFILL, MIXED):
             await run_long(client, target, prompts, plan, deadline, run, counter)
         else:
             chat_target = replace(target, max_tokens=plan.answer_tokens)
             await run_chat(client, chat_target, plan, deadline, run)
+
+
+async def run_fixed_costs(
+    target: Target, extra_body: dict[str, Any], plan: Plan, run: ServerRun
+) -> None:
+    """The cheap routes and 1-token completions under wrk (perf/overhead.py)."""
+    try:
+        wrk = await asyncio.to_thread(ensure_wrk, log)
+    except WrkUnavailable as exc:
+        run.error = str(exc)
+        return
+    start = time.monotonic()
+    run.overhead = await asyncio.to_thread(
+        run_overhead, wrk, target.base_url, target.model, extra_body, plan.wrk_seconds, log
+    )
+    run.walls["overhead"] = time.monotonic() - start
+    failed = [r.name for r in run.overhead if not r.ok]
+    if failed:
+        run.error = f"wrk saw errors on: {', '.join(failed)}"
 
 
 async def run_decode(

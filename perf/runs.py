@@ -8,6 +8,7 @@ from typing import Any
 
 from perf.mixed import MixedResult
 from perf.multiturn import TurnResult
+from perf.overhead import WrkResult
 from perf.prefill import PrefillResult
 from perf.servers import DECODE
 from perf.workloads import ConcurrencyResult, RequestResult
@@ -28,6 +29,7 @@ class ServerRun:
     turns: list[TurnResult] = field(default_factory=list)  # multiturn / interleaved
     prefill: list[PrefillResult] = field(default_factory=list)
     mixed: MixedResult | None = None
+    overhead: list[WrkResult] = field(default_factory=list)  # perf/overhead.py, one per route
     # Wall seconds of the one-request-at-a-time phases ("single", "turns", "prefill"), for
     # requests/s; concurrency levels and the mixed load carry their own.
     walls: dict[str, float] = field(default_factory=dict)
@@ -58,6 +60,7 @@ class ServerRun:
             "turns": [t.to_json() for t in self.turns],
             "prefill": [p.to_json() for p in self.prefill],
             "mixed": self.mixed.to_json() if self.mixed else None,
+            "overhead": [r.to_json() for r in self.overhead],
             "cpu": self.cpu,
         }
 

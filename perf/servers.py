@@ -65,7 +65,8 @@ PREFILL = "prefill"
 MULTITURN = "multiturn"
 INTERLEAVED = "interleaved"
 MIXED = "mixed"
-WORKLOADS = (DECODE, PREFILL, MULTITURN, INTERLEAVED, MIXED)
+OVERHEAD = "overhead"  # cheap routes and 1-token completions under wrk (perf/overhead.py)
+WORKLOADS = (DECODE, PREFILL, MULTITURN, INTERLEAVED, MIXED, OVERHEAD)
 CHAT = frozenset({MULTITURN, INTERLEAVED})
 
 
@@ -188,7 +189,11 @@ BUILDERS: dict[str, Callable[[ServerConfig, int, str], ServerSpec]] = {
 }
 
 # Servers that run only some workloads; the others run all of them.
-WORKLOADS_OF: dict[str, frozenset[str]] = {"llmserve_nocache": CHAT}
+WORKLOADS_OF: dict[str, frozenset[str]] = {
+    "llmserve_nocache": CHAT,
+    # It serves one request at a time and has none of the probe routes: nothing to compare.
+    "llama_cpp_server": frozenset(WORKLOADS) - {OVERHEAD},
+}
 
 
 def serves(server: str, workload: str) -> bool:

@@ -29,6 +29,7 @@ log = logging.getLogger("llmserve.http")  # the logger name is part of the log f
 
 RECORD_KEY = "llmserve.record"
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.encode()
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 # Only inference routes count as requests; probes and scrapes would drown the numbers.
 _COUNTED_PREFIX = "/v1/"
@@ -109,10 +110,36 @@ def record_of(request: Request[Any, Any, Any]) -> RequestRecord:
 
 def _client_request_id(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
-        if name == REQUEST_ID_HEADER.encode():
+        if name == _REQUEST_ID_HEADER_BYTES:
             text = value.decode("latin-1")
             return text if _CLIENT_REQUEST_ID.fullmatch(text) else None
     return None
+
+
+def _log_fields(
+    scope: Scope,
+    status: int,
+    model: str,
+    duration_ms: float,
+    record: RequestRecord,
+    latencies: Latencies | None,
+) -> dict[str, Any]:
+    """The fields of a request's log line."""
+    extra: dict[str, Any] = {
+        "method": scope["method"],
+        "path": scope["path"],
+        "status": status,
+        "model": model,
+        "duration_ms": round(duration_ms, 1),
+        "tokens": record.prompt_tokens + record.completion_tokens,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "cached_tokens": record.cached_tokens,
+        "finish_reason": record.finish_reason,
+    }
+    if latencies is not None and latencies.first_token_s is not None:
+        extra["ttft_ms"] = round(latencies.first_token_s * 1000.0, 1)
+    return extra
 
 
 def observe_requests(app: ASGIApp) -> ASGIApp:
@@ -159,28 +186,17 @@ def observe_requests(app: ASGIApp) -> ASGIApp:
                 state.metrics.observe_tokens(
                     model=model, prompt=record.prompt_tokens, generated=record.completion_tokens
                 )
-            extra: dict[str, Any] = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "model": model,
-                "duration_ms": round(duration_ms, 1),
-                "tokens": record.prompt_tokens + record.completion_tokens,
-                "prompt_tokens": record.prompt_tokens,
-                "completion_tokens": record.completion_tokens,
-                "cached_tokens": record.cached_tokens,
-                "finish_reason": record.finish_reason,
-            }
-            if latencies is not None and latencies.first_token_s is not None:
-                extra["ttft_ms"] = round(latencies.first_token_s * 1000.0, 1)
-            log.log(
-                logging.INFO if counted else logging.DEBUG,
-                "%s %s %d",
-                scope["method"],
-                scope["path"],
-                status,
-                extra=extra,
-            )
+            level = logging.INFO if counted else logging.DEBUG
+            # Probes and scrapes log at DEBUG, off by default: their line is not built at all.
+            if log.isEnabledFor(level):
+                log.log(
+                    level,
+                    "%s %s %d",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra=_log_fields(scope, status, model, duration_ms, record, latencies),
+                )
             request_id_var.reset(token)
 
     return middleware

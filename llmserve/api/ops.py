@@ -17,14 +17,15 @@ from llmserve.api.guards import require_api_key
 from llmserve.api.lifecycle import Phase
 from llmserve.api.state import AppState, app_state
 from llmserve.config import ServerSettings
+from llmserve.engine.protocol import EngineStats
 
 _MIB = 1024 * 1024
 
 
-def _phase(state: AppState) -> Phase:
+def _phase(state: AppState, stats: EngineStats | None = None) -> Phase:
     """The lifecycle's phase, but loading while the engine reports no model."""
     phase = state.lifecycle.phase
-    if phase is Phase.READY and not state.engine.stats().loaded:
+    if phase is Phase.READY and not (stats or state.engine.stats()).loaded:
         return Phase.LOADING
     return phase
 
@@ -36,12 +37,15 @@ async def health(request: Request[Any, Any, Any]) -> dict[str, Any]:
     ``status`` is ``healthy`` once the model serves, else the phase: loading, draining, failed.
     """
     state = app_state(request.app)
-    phase = _phase(state)
+    # One engine snapshot per call (status and hit rate from the same one); the RSS is sampled
+    # at most once a second (Metrics.rss_bytes), so a probe storm costs no /proc reads.
+    stats = state.engine.stats()
+    phase = _phase(state, stats)
     return {
         "status": "healthy" if phase is Phase.READY else phase.value,
         "uptime_seconds": int(state.uptime_seconds()),
         "total_requests": state.metrics.total_requests,
-        "cache_hit_rate": state.engine.stats().cache_hit_rate,
+        "cache_hit_rate": stats.cache_hit_rate,
         "memory_usage_mb": state.metrics.rss_bytes() // _MIB,
     }
 

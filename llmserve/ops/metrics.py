@@ -8,7 +8,9 @@ token, inter-token latency, queue wait) are observed as the events of a request 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import psutil
 from prometheus_client import (
@@ -51,6 +53,10 @@ TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 ITL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Seconds a request waited for a sequence slot: none at all to minutes behind a full queue.
 QUEUE_WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# How long a sampled process number (RSS) or a scrape body of unchanged counts is reused. A probe
+# or scraper polling thousands of times a second then costs a dictionary lookup, not a /proc
+# read and a full encode each time; nobody reads RSS or CPU seconds at a finer grain.
+SAMPLE_INTERVAL_S = 1.0
 
 
 class CacheCollector:
@@ -166,10 +172,28 @@ class ModelCollector:
 class Metrics:
     """The collectors of one app, plus the request count /health reports."""
 
-    def __init__(self, registry: CollectorRegistry, *, process_collectors: bool = True) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        process_collectors: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
+        sample_interval_s: float = SAMPLE_INTERVAL_S,
+    ) -> None:
         self.registry = registry
         self._process = psutil.Process()
         self._total_requests = 0
+        self._monotonic = monotonic
+        self._sample_interval_s = sample_interval_s
+        self._rss: tuple[float, int] | None = None  # (taken at, bytes)
+        # Bumped by every observation: a scrape body is reused only while it stays the same.
+        self._version = 0
+        self._scrape: tuple[Any, bytes, str] | None = None  # (key, body, content type)
+        self._scrape_at = 0.0
+        # prometheus_client's labels() validates and hashes its arguments under a lock on
+        # every call; the children of a label set never change, so each is looked up once.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._model_children: dict[tuple[str, str], Any] = {}
         self.requests = Counter(
             "llm_engine_requests",
             "Requests answered, by endpoint, model and HTTP status.",
@@ -283,32 +307,55 @@ class Metrics:
     ) -> None:
         """Count one answered request and its duration."""
         self._total_requests += 1
-        self.requests.labels(endpoint=endpoint, model=model, status=str(status)).inc()
-        self.request_duration.labels(endpoint=endpoint, model=model).observe(duration_ms)
+        self._version += 1
+        key = (endpoint, model, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(endpoint=endpoint, model=model, status=str(status)),
+                self.request_duration.labels(endpoint=endpoint, model=model),
+            )
+        children[0].inc()
+        children[1].observe(duration_ms)
+
+    def _per_model(self, metric: Any, name: str, model: str) -> Any:
+        """The child of a per-model collector ``name`` for ``model``, looked up once."""
+        child = self._model_children.get((name, model))
+        if child is None:
+            child = self._model_children[name, model] = metric.labels(model=model)
+        return child
 
     def observe_tokens(self, *, model: str, prompt: int, generated: int) -> None:
         """Count the tokens of one request."""
+        self._version += 1
         if prompt:
-            self.prompt_tokens.labels(model=model).inc(prompt)
+            self._per_model(self.prompt_tokens, "prompt", model).inc(prompt)
         if generated:
-            self.generation_tokens.labels(model=model).inc(generated)
+            self._per_model(self.generation_tokens, "generated", model).inc(generated)
 
     def observe_first_token(self, *, model: str, seconds: float) -> None:
         """Record one request's time to first token."""
-        self.time_to_first_token.labels(model=model).observe(seconds)
+        self._version += 1
+        self._per_model(self.time_to_first_token, "ttft", model).observe(seconds)
 
     def observe_inter_token(self, *, model: str, seconds: float, tokens: int = 1) -> None:
         """Record ``tokens`` gaps of ``seconds`` each between generated tokens."""
-        histogram = self.inter_token_latency.labels(model=model)
+        self._version += 1
+        histogram = self._per_model(self.inter_token_latency, "itl", model)
         for _ in range(tokens):
             histogram.observe(seconds)
 
     def observe_queue_wait(self, *, model: str, seconds: float) -> None:
         """Record how long one request waited for a slot."""
-        self.queue_wait.labels(model=model).observe(seconds)
+        self._version += 1
+        self._per_model(self.queue_wait, "queue_wait", model).observe(seconds)
 
     def rss_bytes(self) -> int:
-        return int(self._process.memory_info().rss)
+        """The process's resident set size, read at most once per sample interval."""
+        now = self._monotonic()
+        if self._rss is None or now - self._rss[0] >= self._sample_interval_s:
+            self._rss = (now, int(self._process.memory_info().rss))
+        return self._rss[1]
 
     def refresh(self, stats: EngineStats, *, model: str) -> None:
         """Set the gauges that mirror the engine and the process to their values now."""
@@ -335,7 +382,23 @@ class Metrics:
     def exposition(
         self, stats: EngineStats, accept: str | None, *, model: str
     ) -> tuple[bytes, str]:
-        """The scrape body in the format ``accept`` asks for, and its content type."""
-        self.refresh(stats, model=model)
+        """The scrape body in the format ``accept`` asks for, and its content type.
+
+        The last body is served again while nothing it shows can have changed: no observation
+        since, the same engine snapshot and model, and younger than the sample interval (the
+        process collectors' CPU seconds and GC counts move on their own; they may lag that long).
+        """
         encoder, content_type = choose_encoder(accept or "")
-        return encoder(self.registry), content_type
+        now = self._monotonic()
+        key = (content_type, self._version, model, stats)
+        cached = self._scrape
+        if (
+            cached is not None
+            and now - self._scrape_at < self._sample_interval_s
+            and cached[0] == key
+        ):
+            return cached[1], cached[2]
+        self.refresh(stats, model=model)
+        body = encoder(self.registry)
+        self._scrape, self._scrape_at = (key, body, content_type), now
+        return body, content_type

@@ -51,7 +51,7 @@ def test_defaults_cover_the_issue_sweep_and_every_peer() -> None:
     assert args.parallel >= max(args.concurrency)
     assert args.servers == DEFAULT_SERVERS
     assert "llama_server" in args.servers
-    assert args.workloads == ["decode", "prefill", "multiturn", "interleaved", "mixed"]
+    assert args.workloads == ["decode", "prefill", "multiturn", "interleaved", "mixed", "overhead"]
 
 
 def test_quick_mode_shrinks_repetitions_not_the_sweep() -> None:

@@ -215,3 +215,80 @@ def test_kv_utilisation_is_capped_at_one() -> None:
     """A snapshot read mid-step cannot report more than a full context."""
     assert KvSnapshot(used=5000, cells=4096).utilisation == 1.0
     assert KvSnapshot(used=5, cells=0).utilisation == 0.0
+class FakeMonotonic:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rss_is_sampled_once_per_interval(registry: CollectorRegistry) -> None:
+    """rss_bytes reads /proc again only once the sample interval has passed."""
+    clock = FakeMonotonic()
+    metrics = Metrics(registry, monotonic=clock, sample_interval_s=1.0)
+    first = metrics.rss_bytes()
+    reads: list[int] = []
+    real = metrics._process.memory_info
+    metrics._process.memory_info = lambda: reads.append(1) or real()  # type: ignore[method-assign]
+    clock.now += 0.5
+    assert metrics.rss_bytes() == first
+    assert reads == []
+    clock.now += 0.6
+    assert metrics.rss_bytes() > 0
+    assert reads == [1]
+
+
+def test_scrape_body_is_reused_while_nothing_changed(registry: CollectorRegistry) -> None:
+    """A second scrape within the interval, with no observation between, is the same body."""
+    clock = FakeMonotonic()
+    metrics = Metrics(registry, monotonic=clock)
+    first, _ = metrics.exposition(EngineStats(), None, model="m")
+    assert metrics.exposition(EngineStats(), None, model="m")[0] is first
+
+
+def test_scrape_shows_an_observation_made_since_the_last_scrape(
+    registry: CollectorRegistry,
+) -> None:
+    """An observation invalidates the reused body at once, within the interval."""
+    clock = FakeMonotonic()
+    metrics = Metrics(registry, monotonic=clock)
+    metrics.exposition(EngineStats(), None, model="m")
+    metrics.observe_request(endpoint="/v1/completions", model="m", status=200, duration_ms=3.0)
+    body, _ = metrics.exposition(EngineStats(), None, model="m")
+    assert (
+        b'llm_engine_requests_total{endpoint="/v1/completions",model="m",status="200"} 1.0' in body
+    )
+
+
+def test_scrape_shows_a_changed_engine_snapshot(registry: CollectorRegistry) -> None:
+    """A different engine snapshot (e.g. a request now running) is encoded afresh."""
+    clock = FakeMonotonic()
+    metrics = Metrics(registry, monotonic=clock)
+    metrics.exposition(EngineStats(), None, model="m")
+    body, _ = metrics.exposition(EngineStats(running=3, loaded=True), None, model="m")
+    assert b'llm_engine_requests_running{model="m"} 3.0' in body
+
+
+def test_scrape_body_is_encoded_afresh_after_the_interval(registry: CollectorRegistry) -> None:
+    """Past the sample interval the process metrics are read again, even with no observation."""
+    clock = FakeMonotonic()
+    metrics = Metrics(registry, monotonic=clock, sample_interval_s=1.0)
+    first, _ = metrics.exposition(EngineStats(), None, model="m")
+    clock.now += 1.5
+    assert metrics.exposition(EngineStats(), None, model="m")[0] is not first
+
+
+def test_repeated_observations_accumulate_on_the_cached_child(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """Label children looked up once still count every observation of their series."""
+    for _ in range(3):
+        metrics.observe_request(endpoint="/v1/x", model="m", status=429, duration_ms=1.0)
+        metrics.observe_tokens(model="m", prompt=2, generated=5)
+    labels = {"endpoint": "/v1/x", "model": "m", "status": "429"}
+    assert value(registry, "llm_engine_requests_total", **labels) == 3.0
+    assert value(registry, "llm_engine_generation_tokens_total", model="m") == 15.0
+    assert value(registry, "llm_engine_request_duration_ms_count", endpoint="/v1/x", model="m") == 3

@@ -162,6 +162,27 @@ def test_probes_are_logged_at_debug_only(json_lines: JsonLines) -> None:
     assert levels == {"DEBUG"}
 
 
+def test_probe_log_fields_are_not_built_when_debug_is_off(
+    json_lines: JsonLines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At info, a probe costs no log record: its fields are never even assembled."""
+    import llmserve.api.observe as observe
+
+    built: list[str] = []
+    real = observe._log_fields
+    monkeypatch.setattr(
+        observe,
+        "_log_fields",
+        lambda scope, *rest: built.append(scope["path"]) or real(scope, *rest),
+    )
+    logging.getLogger().setLevel(logging.INFO)
+    with TestClient(fake_app()) as client:
+        client.get("/readyz")
+        client.post("/v1/completions", json={"prompt": "x"})
+    assert built == ["/v1/completions"]
+    assert not [e for e in json_lines.entries() if e.get("path") == "/readyz"]
+
+
 def test_request_id_header_matches_the_log_line(json_lines: JsonLines) -> None:
     """The X-Request-ID returned is the request_id of the request's log line."""
     with TestClient(fake_app()) as client:

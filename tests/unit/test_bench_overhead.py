@@ -1,0 +1,91 @@
+"""perf/overhead.py: wrk's output read into numbers, the completion script, the workload wiring."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from perf.overhead import completion_script, duration_ms, parse_wrk
+from perf.servers import OVERHEAD, serves
+
+WRK_OUTPUT = """\
+Running 10s test @ http://127.0.0.1:8080/health
+  2 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.12ms    1.40ms  25.32ms   80.11%
+    Req/Sec     5.16k   512.33     6.10k    71.00%
+  Latency Distribution
+     50%    2.90ms
+     75%    3.60ms
+     90%    4.50ms
+     99%   12.31ms
+  102734 requests in 10.00s, 19.01MB read
+Requests/sec:  10271.65
+Transfer/sec:      1.90MB
+"""
+
+WRK_ERRORS = """\
+  Latency Distribution
+     50%  812.00us
+     99%    1.91s
+  48 requests in 8.00s, 9.01KB read
+  Socket errors: connect 0, read 1, write 0, timeout 8
+  Non-2xx or 3xx responses: 3
+Requests/sec:      6.05
+"""
+
+
+def test_wrk_output_gives_rate_percentiles_and_count() -> None:
+    """Requests/sec, p50, p99 and the request count come out of wrk --latency's report."""
+    result = parse_wrk(WRK_OUTPUT, "GET /health", 32)
+    assert result.requests_per_s == pytest.approx(10271.65)
+    assert result.p50_ms == pytest.approx(2.9)
+    assert result.p99_ms == pytest.approx(12.31)
+    assert result.requests == 102734
+    assert result.ok
+
+
+def test_wrk_errors_and_non_2xx_make_a_run_not_ok() -> None:
+    """Socket errors (timeouts included) and non-2xx answers are counted and fail the run."""
+    result = parse_wrk(WRK_ERRORS, "POST /v1/completions (1 token)", 8)
+    assert (result.socket_errors, result.non_2xx) == (9, 3)
+    assert result.p50_ms == pytest.approx(0.812)
+    assert result.p99_ms == pytest.approx(1910.0)
+    assert not result.ok
+
+
+def test_wrk_output_without_a_rate_is_an_error() -> None:
+    """A wrk that failed to run (no Requests/sec line) is reported, not read as zero."""
+    with pytest.raises(ValueError, match="Requests/sec"):
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n", "GET /ping", 32)
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"), [("640.00us", 0.64), ("1.5ms", 1.5), ("2.00s", 2000.0), ("1.00m", 60000.0)]
+)
+def test_wrk_durations_are_read_in_milliseconds(text: str, ms: float) -> None:
+    """wrk's us / ms / s / m suffixes all become milliseconds."""
+    assert duration_ms(text) == pytest.approx(ms)
+
+
+def test_completion_script_posts_a_one_token_completion_with_the_peer_extras() -> None:
+    """The Lua script sends a JSON body with max_tokens 1 and the server's extra_body."""
+    script = completion_script("m", {"repeat_penalty": 1.0})
+    assert 'wrk.method = "POST"' in script
+    body_literal = script.split("wrk.body = ", 1)[1].strip()
+    body = json.loads(json.loads(body_literal))
+    assert body == {
+        "model": "m",
+        "prompt": "Hello",
+        "max_tokens": 1,
+        "temperature": 0,
+        "repeat_penalty": 1.0,
+    }
+
+
+def test_overhead_runs_on_llmserve_and_llama_server_only() -> None:
+    """The one-request-at-a-time llama_cpp.server has no probe routes to compare."""
+    assert serves("llmserve", OVERHEAD)
+    assert serves("llama_server", OVERHEAD)
+    assert not serves("llama_cpp_server", OVERHEAD)
