@@ -373,3 +373,13 @@ def test_bad_input_is_a_400_naming_the_field(
     error = answer.json()["error"]
     assert error["type"] == "invalid_request_error"
     assert error["param"].startswith(param)
+
+
+def test_forced_call_wins_over_text_format(client: TestClient[Any], engine: FakeEngine) -> None:
+    """A forced function call with a json_schema text.format: the call's grammar applies."""
+    fmt = {"type": "json_schema", "name": "city", "schema": {"type": "object"}}
+    body = {**BODY, "tools": [WEATHER], "tool_choice": "required", "text": {"format": fmt}}
+    assert post(client, body).status_code == 200
+    grammar = engine.requests[-1].grammar
+    assert grammar is not None
+    assert "get_weather" in str(grammar)

@@ -177,8 +177,11 @@ def generation(
         top_p=defaults.top_p if request.top_p is None else request.top_p,
     )
     try:
+        # A forced call is the whole answer: text.format shapes text answers, so it yields to
+        # the call here (as OpenAI's does) where chat completions refuse the pair.
+        forced = use is not None and use.forced
         grammar = output_grammar(
-            response_format(request),
+            None if forced else response_format(request),
             use,
             parallel=request.parallel_tool_calls is not False,
             family=family,
