@@ -203,6 +203,15 @@ class StoreSettings:
 
 
 @frozen
+class ResponsesSettings:
+    """Stored Responses-API responses (``previous_response_id``, ``GET /v1/responses/{id}``)."""
+
+    max_entries: int = field(default=1000, validator=_at_least(0))  # 0: nothing is stored
+    max_mb: int = field(default=64, validator=_at_least(0))  # their JSON, in MiB
+    disk_path: str | None = field(default=None, validator=_not_empty)  # None: memory only
+
+
+@frozen
 class LoggingSettings:
     level: LogLevel = field(default="info", validator=_one_of(LogLevel))
 
@@ -213,6 +222,7 @@ class Settings:
     model: ModelSettings = field(factory=ModelSettings)
     cache: CacheSettings = field(factory=CacheSettings)
     store: StoreSettings = field(factory=StoreSettings)
+    responses: ResponsesSettings = field(factory=ResponsesSettings)
     logging: LoggingSettings = field(factory=LoggingSettings)
     # [[models]]: several models; empty: the one [model].
     models: tuple[ServedModelSettings, ...] = field(default=(), validator=_distinct_models)
@@ -230,6 +240,7 @@ SECTIONS: dict[str, type[Any]] = {
     "model": ModelSettings,
     "cache": CacheSettings,
     "store": StoreSettings,
+    "responses": ResponsesSettings,
     "logging": LoggingSettings,
 }
 
@@ -272,6 +283,9 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "cache_disk_eviction_policy": ("cache", "disk_eviction_policy"),
     "cache_prompt": ("cache", "cache_prompt"),
     "models_dir": ("store", "models_dir"),
+    "responses_max_entries": ("responses", "max_entries"),
+    "responses_max_mb": ("responses", "max_mb"),
+    "responses_disk_path": ("responses", "disk_path"),
     "log_level": ("logging", "level"),
 }
 

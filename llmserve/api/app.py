@@ -23,6 +23,8 @@ from llmserve.api.openapi import openapi_json
 from llmserve.api.ops import ops_routes
 from llmserve.api.ratelimit import RateLimiter
 from llmserve.api.rendering import TemplateRenderer
+from llmserve.api.responses.routes import responses_router
+from llmserve.api.responses.store import ResponseStore
 from llmserve.api.state import STATE_KEY, AppState
 from llmserve.config import Settings
 from llmserve.engine.protocol import Engine
@@ -67,6 +69,9 @@ def create_app(
     rpm = settings.server.rate_limit_rpm
     keys = load_keys(settings.server)  # the key file is read now: a bad one stops the start
     origins = settings.server.cors_origins
+    stored = settings.responses
+    # Built with the app (its disk file read now), so it outlives a lifespan restart.
+    responses = ResponseStore(stored.max_entries, stored.max_mb << 20, stored.disk_path)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -86,6 +91,7 @@ def create_app(
             limiter=RateLimiter(rpm, clock) if rpm is not None else None,
             keys=keys,
             renderer=renderer,
+            responses=responses,
             started_at=clock.monotonic(),
         )
         loading = asyncio.create_task(load_engine(served, lifecycle))
@@ -101,6 +107,7 @@ def create_app(
         route_handlers=[
             openai_router(),
             anthropic_router(),
+            responses_router(),
             tokens_router(),
             *ops_routes(settings.server),
             openapi_json,

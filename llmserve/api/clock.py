@@ -36,6 +36,14 @@ class IdFactory(Protocol):
         """An Anthropic tool_use block id (``toolu_``)."""
         ...
 
+    def response_id(self) -> str:
+        """A Responses-API response id (``resp_``)."""
+        ...
+
+    def item_id(self, prefix: str) -> str:
+        """A Responses-API output item id (``msg_``, ``fc_``, ``rs_``)."""
+        ...
+
 
 @frozen
 class SystemClock:
@@ -67,3 +75,9 @@ class RandomIds:
 
     def tool_use_id(self) -> str:
         return f"toolu_{secrets.token_hex(12)}"
+
+    def response_id(self) -> str:
+        return f"resp_{secrets.token_hex(24)}"
+
+    def item_id(self, prefix: str) -> str:
+        return f"{prefix}_{secrets.token_hex(24)}"

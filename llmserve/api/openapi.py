@@ -517,6 +517,155 @@ _ANTHROPIC_SCHEMAS: dict[str, Schema] = {
     },
 }
 
+# -- OpenAI Responses -------------------------------------------------------------------------
+
+_TEXT_PART: Schema = {
+    "type": "object",
+    "required": ["type", "text"],
+    "properties": {"type": {"enum": ["input_text", "output_text"]}, "text": {"type": "string"}},
+}
+_PARTS: Schema = {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}]}
+_INPUT_ITEM: Schema = {
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {
+                "type": {"const": "message"},
+                "role": {"enum": ["user", "assistant", "system", "developer"]},
+                "content": _PARTS,
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type", "call_id", "name", "arguments"],
+            "properties": {
+                "type": {"const": "function_call"},
+                "call_id": {"type": "string"},
+                "name": {"type": "string"},
+                "arguments": {"type": "string"},
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type", "call_id", "output"],
+            "properties": {
+                "type": {"const": "function_call_output"},
+                "call_id": {"type": "string"},
+                "output": _PARTS,
+            },
+        },
+        {"type": "object", "required": ["type"], "properties": {"type": {"const": "reasoning"}}},
+    ]
+}
+_RESPONSES_INPUT: dict[str, Schema] = {
+    "model": _nullable({"type": "string"}),
+    "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": _INPUT_ITEM}]},
+    "instructions": _nullable({"type": "string"}),
+    "tools": _nullable(
+        {
+            "type": "array",
+            "description": "Function tools only; other tool types are a 400.",
+            "items": {
+                "type": "object",
+                "required": ["type", "name"],
+                "properties": {
+                    "type": {"const": "function"},
+                    "name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+                    "description": _nullable({"type": "string"}),
+                    "parameters": _nullable({"type": "object"}),
+                    "strict": _nullable({"type": "boolean"}),
+                },
+            },
+        }
+    ),
+    "tool_choice": _nullable(
+        {
+            "anyOf": [
+                {"enum": ["none", "auto", "required"]},
+                {
+                    "type": "object",
+                    "required": ["type", "name"],
+                    "properties": {"type": {"const": "function"}, "name": {"type": "string"}},
+                },
+            ]
+        }
+    ),
+    "parallel_tool_calls": _nullable({"type": "boolean"}),
+    "previous_response_id": _nullable({"type": "string"}),
+    "text": _nullable(
+        {
+            "type": "object",
+            "properties": {
+                "format": _nullable(
+                    {
+                        "type": "object",
+                        "required": ["type"],
+                        "properties": {
+                            "type": {"enum": ["text", "json_object", "json_schema"]},
+                            "name": _nullable({"type": "string"}),
+                            "schema": _nullable({"type": "object"}),
+                            "strict": _nullable({"type": "boolean"}),
+                        },
+                    }
+                )
+            },
+        }
+    ),
+    "reasoning": _nullable({"type": "object"}),
+}
+_RESPONSES_SCHEMAS: dict[str, Schema] = {
+    "ResponsesRequest": {
+        "type": "object",
+        "description": (
+            "OpenAI Responses. Stored (store, the default) responses are kept per API key for "
+            "previous_response_id and GET /v1/responses/{response_id}."
+        ),
+        "properties": {
+            **_RESPONSES_INPUT,
+            "max_output_tokens": _nullable({"type": "integer", "minimum": 1}),
+            "temperature": _number(0, 2),
+            "top_p": _number(0, 1),
+            "stream": {"type": "boolean"},
+            "store": {"type": "boolean"},
+            "metadata": _nullable({"type": "object"}),
+        },
+    },
+    "ResponsesInputTokensRequest": {"type": "object", "properties": _RESPONSES_INPUT},
+    "Response": {
+        "type": "object",
+        "required": ["id", "object", "created_at", "status", "model", "output"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "response"},
+            "created_at": {"type": "integer"},
+            "status": {"enum": ["completed", "incomplete", "failed", "in_progress"]},
+            "model": {"type": "string"},
+            "output": {"type": "array", "items": {"type": "object"}},
+            "incomplete_details": _nullable({"type": "object"}),
+            "error": _nullable({"type": "object"}),
+            "usage": _nullable({"type": "object"}),
+        },
+    },
+    "ResponseDeleted": {
+        "type": "object",
+        "required": ["id", "object", "deleted"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "response.deleted"},
+            "deleted": {"type": "boolean"},
+        },
+    },
+    "ResponseInputTokens": {
+        "type": "object",
+        "required": ["object", "input_tokens"],
+        "properties": {
+            "object": {"const": "response.input_tokens"},
+            "input_tokens": {"type": "integer"},
+        },
+    },
+}
+
 _ERRORS: dict[str, Schema] = {
     "default": {
         "description": "An error, in the OpenAI envelope",
@@ -558,6 +707,11 @@ def _get(summary: str, response: Schema, *, media: str = JSON, **extra: Any) -> 
     return {"get": {"summary": summary, **extra, "responses": {"200": ok, **_ERRORS}}}
 
 
+def _delete(summary: str, response: Schema, **extra: Any) -> Schema:
+    ok = {"description": summary, "content": {JSON: {"schema": response}}}
+    return {"delete": {"summary": summary, **extra, "responses": {"200": ok, **_ERRORS}}}
+
+
 def _readyz() -> Schema:
     # Not ready (loading, failed, draining) is a 503 with the same small body, not an error.
     spec = _get("Readiness", _ref("Status"))
@@ -571,13 +725,15 @@ def _readyz() -> Schema:
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route."""
     model_id = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    response_id = {**model_id, "name": "response_id"}
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "llmserve",
             "version": "1",
             "description": (
-                "OpenAI- and Anthropic-compatible inference for GGUF models on llama.cpp."
+                "OpenAI- (chat, completions, Responses) and Anthropic-compatible inference "
+                "for GGUF models on llama.cpp."
             ),
         },
         "paths": {
@@ -601,6 +757,23 @@ def openapi_document() -> dict[str, Any]:
                 "TokenCount",
                 errors=_ANTHROPIC_ERRORS,
             ),
+            "/v1/responses": _post(
+                "OpenAI Responses (stored per API key unless store is false)",
+                "ResponsesRequest",
+                "Response",
+                streams=True,
+            ),
+            "/v1/responses/input_tokens": _post(
+                "Token count of a Responses prompt",
+                "ResponsesInputTokensRequest",
+                "ResponseInputTokens",
+            ),
+            "/v1/responses/{response_id}": {
+                **_get("A stored response", _ref("Response"), parameters=[response_id]),
+                **_delete(
+                    "Delete a stored response", _ref("ResponseDeleted"), parameters=[response_id]
+                ),
+            },
             "/v1/models": _get("The served models", _ref("ModelList")),
             "/v1/models/{model_id}": _get("One served model", _ref("Model"), parameters=[model_id]),
             "/tokenize": _post("Text to token ids", "TokenizeRequest", "TokenizeResponse"),
@@ -611,7 +784,7 @@ def openapi_document() -> dict[str, Any]:
             "/readyz": _readyz(),
             "/metrics": _get("Prometheus metrics", {"type": "string"}, media="text/plain"),
         },
-        "components": {"schemas": {**_SCHEMAS, **_ANTHROPIC_SCHEMAS}},
+        "components": {"schemas": {**_SCHEMAS, **_ANTHROPIC_SCHEMAS, **_RESPONSES_SCHEMAS}},
     }
 
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from llmserve.api.lifecycle import Lifecycle
     from llmserve.api.ratelimit import RateLimiter
     from llmserve.api.rendering import TemplateRenderer
+    from llmserve.api.responses.store import ResponseStore
     from llmserve.config import Settings
     from llmserve.engine.protocol import Engine
     from llmserve.ops.metrics import Metrics
@@ -34,6 +35,7 @@ class AppState:
     limiter: RateLimiter | None  # None: no rate limit
     keys: KeyRing  # the accepted API keys; empty: /v1 is open
     renderer: TemplateRenderer  # chat templates, off the event loop
+    responses: ResponseStore  # stored Responses-API responses
     started_at: float  # clock.monotonic() when the server started
 
     def uptime_seconds(self) -> float:

@@ -56,6 +56,12 @@ class CountingIds:
     def tool_use_id(self) -> str:
         return f"toolu_{next(self._counter)}"
 
+    def response_id(self) -> str:
+        return f"resp_{next(self._counter)}"
+
+    def item_id(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._counter)}"
+
 
 def fake_app(
     engine: Engine | None = None,
