@@ -215,6 +215,8 @@ def test_kv_utilisation_is_capped_at_one() -> None:
     """A snapshot read mid-step cannot report more than a full context."""
     assert KvSnapshot(used=5000, cells=4096).utilisation == 1.0
     assert KvSnapshot(used=5, cells=0).utilisation == 0.0
+
+
 class FakeMonotonic:
     """A monotonic clock the test moves by hand."""
 
