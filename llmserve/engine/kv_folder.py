@@ -37,6 +37,7 @@ from llmserve.engine.kv_files import SUFFIX, file_name, read_header, write_entry
 
 log = logging.getLogger(__name__)
 
+REFRESH_S = 2.0  # how stale a process's view of the others' files may be, at most
 STALE_TMP_S = 600.0  # a temporary file this old belongs to a writer that died mid-write
 
 
@@ -77,7 +78,7 @@ class SharedFolder:
         identity: str,
         budget: int,
         *,
-        refresh_s: float = 2.0,
+        refresh_s: float = REFRESH_S,
         queue_max: int = 8,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

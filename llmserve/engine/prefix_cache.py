@@ -36,7 +36,7 @@ from attrs import define, field, frozen
 
 from llmserve.engine.eviction import EvictionPolicy, PolicyName, make_policy
 from llmserve.engine.kv_files import file_name, read_entry, read_header, write_entry
-from llmserve.engine.kv_folder import SharedFolder
+from llmserve.engine.kv_folder import REFRESH_S, SharedFolder
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class PrefixCache:
         disk_bytes: int = 0,
         disk_policy: PolicyName | None = None,
         disk_shared: bool = False,
-        refresh_s: float = 2.0,
+        refresh_s: float = REFRESH_S,
     ) -> None:
         self.identity = identity
         self.swa = swa or SwaRule(0)
