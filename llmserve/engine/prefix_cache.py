@@ -252,10 +252,13 @@ class PrefixCache:
             if self._shared is not None:  # the file stays, for every process
                 self._forget(entry, delete=False)
                 entry.data = data
+                self._insert(entry)
+                if entry.path is not None:
+                    self._files[entry.path.name] = entry
             else:
                 self._forget(entry)
                 entry.data, entry.path = data, None
-            self._insert(entry)
+                self._insert(entry)
         elif entry.key in self._ram.entries:
             self._ram.policy.touch(entry.key)
         if self._shared is not None and entry.path is not None and self._touch_files:
@@ -340,8 +343,8 @@ class PrefixCache:
         elif self._disk is not None and entry.key in self._disk.entries:
             self._disk.drop(entry)
             if delete:
-                if self._shared is not None:
-                    self._shared.forget(entry.path.name)  # type: ignore[union-attr]
+                if self._shared is not None and entry.path is not None:
+                    self._shared.forget(entry.path.name)  # read it again if rewritten
                 self._delete_file(entry)
         if entry.key in self._by_key:
             self._unindex(entry)

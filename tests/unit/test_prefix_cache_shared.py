@@ -231,3 +231,24 @@ def test_stale_temporary_file_of_a_dead_writer_is_removed(tmp_path: Path) -> Non
         folder.close()
     assert not stale.exists()
     assert len(kv_files(tmp_path)) == 1
+
+
+def test_entry_whose_file_another_process_deleted_is_not_kept_after_ram(
+    replica: Replica,
+) -> None:
+    """B restored A's entry into RAM; A evicts the file; when B's RAM evicts it too, B no
+    longer offers it (no dead disk entry)."""
+    a, b = replica(disk=2 * MB + 4096), replica(ram=MB)
+    a.store(toks(0), 0, state(MB))
+    a.flush()
+    hit = b.lookup([*toks(0), 1])
+    assert hit is not None
+    assert b.load(hit) == state(MB)
+    time.sleep(0.01)
+    for i in (1, 2):
+        a.store(toks(i * 1000), 0, state(MB))
+        a.flush()
+    assert b.lookup([*toks(0), 1]) is not None  # still in B's RAM; the refresh saw it go
+    b.store(toks(5000), 0, state(MB))  # B's RAM evicts it
+    assert b.lookup([*toks(0), 1]) is None
+    assert b.stats.entries["ram"] == 1
