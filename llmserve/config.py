@@ -188,6 +188,9 @@ class CacheSettings:
     disk_eviction_policy: EvictionPolicy | None = field(
         default=None, validator=attrs.validators.optional(_one_of(EvictionPolicy))
     )  # None: the RAM tier's policy
+    # true: disk_dir is a folder shared by several processes serving the same model file and KV
+    # layout (written through, refreshed from the others' files, budget = the whole folder's)
+    disk_shared: bool = False
     # false: every request computes its prompt from scratch unless it sends cache_prompt
     cache_prompt: bool = True
 
@@ -281,6 +284,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "cache_disk_dir": ("cache", "disk_dir"),
     "cache_disk_size_mb": ("cache", "disk_size_mb"),
     "cache_disk_eviction_policy": ("cache", "disk_eviction_policy"),
+    "cache_disk_shared": ("cache", "disk_shared"),
     "cache_prompt": ("cache", "cache_prompt"),
     "models_dir": ("store", "models_dir"),
     "responses_max_entries": ("responses", "max_entries"),

@@ -12,6 +12,12 @@ checked before use: a stale or corrupt file is skipped with a warning, never loa
 that stops taking writes (read-only, full, removed) costs the entries leaving RAM, never a
 request: they are dropped, one warning says so, and the next spill that works resumes the tier.
 
+A shared disk tier (``disk_shared``, see kv_folder.py) is a folder several processes serve
+from: every stored entry is written through to it by a writer thread, RAM evictions only drop
+the RAM copy, lookups first pick up the files other processes wrote (at most every
+``refresh_s``), and its budget is the whole folder's, enforced by the writers. A file deleted
+by another process before it is read is a miss.
+
 This module never calls llama.cpp; the worker saves and restores the bytes. Only the worker
 thread uses a PrefixCache, except ``stats()`` (plain counters, read anywhere).
 """
@@ -21,23 +27,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import json
 import logging
 import os
-import struct
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 from attrs import define, field, frozen
 
 from llmserve.engine.eviction import EvictionPolicy, PolicyName, make_policy
+from llmserve.engine.kv_files import file_name, read_entry, read_header, write_entry
+from llmserve.engine.kv_folder import REFRESH_S, SharedFolder
 
 log = logging.getLogger(__name__)
 
 BLOCK = 32  # tokens per index block; shorter prompts are cheap to recompute anyway
-MAGIC = b"LLMSKV01"
-_HEADER_LEN = struct.Struct("<I")
 
 
 def file_fingerprint(path: Path) -> str:
@@ -166,6 +169,8 @@ class PrefixCache:
         disk_dir: Path | None = None,
         disk_bytes: int = 0,
         disk_policy: PolicyName | None = None,
+        disk_shared: bool = False,
+        refresh_s: float = REFRESH_S,
     ) -> None:
         self.identity = identity
         self.swa = swa or SwaRule(0)
@@ -182,14 +187,38 @@ class PrefixCache:
         self._by_key: dict[int, Entry] = {}
         self._by_tokens: dict[tuple[int, ...], int] = {}
         self._keys = itertools.count(1)
+        self._shared: SharedFolder | None = None
+        self._files: dict[str, Entry] = {}  # shared folder: file name -> the entry it holds
+        self._touch_files = (disk_policy or policy) != "fifo"  # a hit renews a shared file
         if self._disk is not None and disk_dir is not None:
-            disk_dir.mkdir(parents=True, exist_ok=True)
-            self._scan_disk(disk_dir)
+            if disk_shared:
+                self._shared = SharedFolder(disk_dir, identity, disk_bytes, refresh_s=refresh_s)
+                self._refresh(force=True)
+            else:
+                disk_dir.mkdir(parents=True, exist_ok=True)
+                self._scan_disk(disk_dir)
+
+    def close(self) -> None:
+        """Finish the shared folder's queued writes and stop its writer (no-op otherwise)."""
+        if self._shared is not None:
+            self._shared.close()
+
+    def flush(self) -> None:
+        """Wait until the entries queued for the shared folder are written (no-op otherwise)."""
+        if self._shared is not None:
+            self._shared.flush()
+
+    @property
+    def write_drops(self) -> int:
+        """Entries not written through to the shared folder: its writer was behind."""
+        return self._shared.dropped if self._shared is not None else 0
 
     # --- lookup -------------------------------------------------------------------------
 
     def lookup(self, tokens: Sequence[int]) -> Hit | None:
         """The entry serving the longest usable prefix of ``tokens`` (a miss counts)."""
+        if self._shared is not None:
+            self._refresh()
         best: Hit | None = None
         hashes = block_hashes(tokens)
         for depth in range(len(hashes), 0, -1):
@@ -220,17 +249,26 @@ class PrefixCache:
             data = self._read_disk(entry)
             if data is None:
                 return None
-            self._forget(entry)
-            entry.data, entry.path = data, None
-            self._insert(entry)
+            if self._shared is not None:  # the file stays, for every process
+                self._forget(entry, delete=False)
+                entry.data = data
+                self._insert(entry)
+                if entry.path is not None:
+                    self._files[entry.path.name] = entry
+            else:
+                self._forget(entry)
+                entry.data, entry.path = data, None
+                self._insert(entry)
         elif entry.key in self._ram.entries:
             self._ram.policy.touch(entry.key)
+        if self._shared is not None and entry.path is not None and self._touch_files:
+            self._shared.touch(entry.path)
         return data
 
     def reject(self, hit: Hit) -> None:
         """llama.cpp refused the state of a hit: drop it so it is never offered again."""
         log.warning("dropping a prefix cache entry llama.cpp could not restore")
-        self._forget(hit.entry)
+        self._forget(hit.entry, delete=self._shared is None)
 
     def record(self, reused_tokens: int) -> None:
         """Count one admitted prompt: a hit if any of its KV was reused (cache or live slot)."""
@@ -248,12 +286,23 @@ class PrefixCache:
         if len(key_tokens) < BLOCK or len(data) > self._ram.budget:
             return False
         old = self._by_tokens.get(key_tokens)
+        path = None
         if old is not None:
-            self._forget(self._by_key[old])
+            path = self._by_key[old].path if self._shared is not None else None
+            self._forget(self._by_key[old], delete=self._shared is None)
         entry = Entry(
-            key=next(self._keys), tokens=key_tokens, pos_min=pos_min, size=len(data), data=data
+            key=next(self._keys),
+            tokens=key_tokens,
+            pos_min=pos_min,
+            size=len(data),
+            data=data,
+            path=path,
         )
         self._insert(entry)
+        if self._shared is not None:
+            if path is not None:
+                self._files[path.name] = entry
+            self._shared.submit(key_tokens, pos_min, data)
         return True
 
     def touch(self, tokens: Sequence[int]) -> None:
@@ -285,13 +334,18 @@ class PrefixCache:
                 if not keys:
                     del self._index[h]
 
-    def _forget(self, entry: Entry) -> None:
-        """Remove an entry from wherever it is."""
+    def _forget(self, entry: Entry, *, delete: bool = True) -> None:
+        """Remove an entry from wherever it is (and its file, if on disk and ``delete``)."""
+        if entry.path is not None and self._files.get(entry.path.name) is entry:
+            del self._files[entry.path.name]
         if entry.key in self._ram.entries:
             self._ram.drop(entry)
         elif self._disk is not None and entry.key in self._disk.entries:
             self._disk.drop(entry)
-            self._delete_file(entry)
+            if delete:
+                if self._shared is not None and entry.path is not None:
+                    self._shared.forget(entry.path.name)  # read it again if rewritten
+                self._delete_file(entry)
         if entry.key in self._by_key:
             self._unindex(entry)
 
@@ -301,13 +355,16 @@ class PrefixCache:
         disk, data, folder = self._disk, entry.data, self._disk_dir
         if disk is None or folder is None or data is None or entry.size > disk.budget:
             return
-        path = folder / f"{hashlib.sha256(repr(entry.tokens).encode()).hexdigest()}.kv"
+        if self._shared is not None:
+            self._keep_written(entry)
+            return
+        path = folder / file_name(self.identity, entry.tokens)
         tmp = path.with_suffix(".tmp")
         try:
             if self._disk_failing:  # a removed folder comes back once it can be made again
                 folder.mkdir(parents=True, exist_ok=True)
             # Written before evicting for it: a folder that takes no writes keeps its entries.
-            _write_entry(tmp, self.identity, entry, data)
+            write_entry(tmp, self.identity, entry.tokens, entry.pos_min, data)
             for victim in disk.make_room(entry.size):
                 self._unindex(victim)
                 self._delete_file(victim)
@@ -323,6 +380,57 @@ class PrefixCache:
         entry.data, entry.path = None, path
         disk.add(entry)
         self._index_entry(entry)
+
+    def _keep_written(self, entry: Entry) -> None:
+        """Shared folder: an entry leaving RAM stays findable if its write-through landed
+        (one stat); if it is still queued, the refresh after it lands finds it."""
+        shared, disk = self._shared, self._disk
+        assert shared is not None
+        assert disk is not None
+        if entry.path is None:
+            path = shared.path_of(entry.tokens)
+            if not path.exists():
+                return
+            entry.path = path
+        self._files[entry.path.name] = entry
+        entry.data = None
+        disk.add(entry)
+        self._index_entry(entry)
+
+    def _refresh(self, *, force: bool = False) -> None:
+        """Shared folder: index the files other processes wrote, drop those they deleted."""
+        shared, disk = self._shared, self._disk
+        assert shared is not None
+        assert disk is not None
+        scan = shared.scan(force=force)
+        if scan is None:
+            return
+        for name in scan.gone:
+            entry = self._files.pop(name, None)
+            if entry is None:
+                continue
+            entry.path = None
+            if entry.key in disk.entries:  # nothing left to load it from
+                disk.drop(entry)
+                self._unindex(entry)
+        for found in scan.found:
+            key = self._by_tokens.get(found.tokens)
+            if key is not None:  # this process holds it already (its own write, or a copy)
+                held = self._by_key[key]
+                if held.path is None:
+                    held.path = found.path
+                    self._files[found.name] = held
+                continue
+            entry = Entry(
+                key=next(self._keys),
+                tokens=found.tokens,
+                pos_min=found.pos_min,
+                size=found.size,
+                path=found.path,
+            )
+            disk.add(entry)
+            self._index_entry(entry)
+            self._files[found.name] = entry
 
     def _spill_failed(self, exc: OSError) -> None:
         """The entry leaving RAM is lost, not the request; say so once, not once a spill."""
@@ -343,14 +451,19 @@ class PrefixCache:
         if path is None:
             return None
         try:
-            header, tokens, data = _read_entry(path)
+            header, tokens, data = read_entry(path)
+        except FileNotFoundError:
+            # Another process evicted it since the lookup (shared folder): a miss.
+            log.debug("prefix cache: %s is gone", path)
+            self._forget(entry, delete=False)
+            return None
         except (OSError, ValueError) as exc:
             log.warning("prefix cache: skipping unreadable file %s: %s", path, exc)
             self._forget(entry)
             return None
         if header.get("identity") != self.identity or tuple(tokens) != entry.tokens:
             log.warning("prefix cache: skipping stale file %s", path)
-            self._forget(entry)
+            self._forget(entry, delete=self._shared is None)
             return None
         return data
 
@@ -361,7 +474,7 @@ class PrefixCache:
             return
         for path in sorted(folder.glob("*.kv"), key=lambda p: p.stat().st_mtime):
             try:
-                header, tokens = _read_header(path)
+                header, tokens = read_header(path)
             except (OSError, ValueError) as exc:
                 log.warning("prefix cache: skipping unreadable file %s: %s", path, exc)
                 continue
@@ -387,54 +500,3 @@ class PrefixCache:
             with contextlib.suppress(OSError):
                 entry.path.unlink()
             entry.path = None
-
-
-# --- the file format: MAGIC, u32 header length, JSON header, int32 tokens, state bytes -------
-
-
-def _write_entry(path: Path, identity: str, entry: Entry, data: bytearray) -> None:
-    """Write one entry's file at ``path`` (the caller renames it into place)."""
-    header = json.dumps(
-        {
-            "identity": identity,
-            "n_tokens": len(entry.tokens),
-            "pos_min": entry.pos_min,
-            "size": entry.size,
-            "sha256": hashlib.sha256(data).hexdigest(),
-        }
-    ).encode()
-    with path.open("wb") as f:
-        f.write(MAGIC)
-        f.write(_HEADER_LEN.pack(len(header)))
-        f.write(header)
-        f.write(struct.pack(f"<{len(entry.tokens)}i", *entry.tokens))
-        f.write(data)
-
-
-def _read_header_from(f: BinaryIO) -> tuple[dict[str, object], list[int]]:
-    read = f.read
-    if read(len(MAGIC)) != MAGIC:
-        raise ValueError("not a prefix cache file")
-    (length,) = _HEADER_LEN.unpack(read(_HEADER_LEN.size))
-    header = json.loads(read(length))
-    n = int(header["n_tokens"])
-    raw = read(4 * n)
-    if len(raw) != 4 * n:
-        raise ValueError("truncated tokens")
-    return header, list(struct.unpack(f"<{n}i", raw))
-
-
-def _read_header(path: Path) -> tuple[dict[str, object], list[int]]:
-    with path.open("rb") as f:
-        return _read_header_from(f)
-
-
-def _read_entry(path: Path) -> tuple[dict[str, object], list[int], bytearray]:
-    with path.open("rb") as f:
-        header, tokens = _read_header_from(f)
-        data = bytearray(int(str(header["size"])))
-        if f.readinto(data) != len(data) or f.read(1):
-            raise ValueError("truncated or oversized state")
-    if hashlib.sha256(data).hexdigest() != header["sha256"]:
-        raise ValueError("checksum mismatch")
-    return header, tokens, data

@@ -245,6 +245,7 @@ class LlamaEngine:
             disk_dir=Path(settings.disk_dir) if settings.disk_dir else None,
             disk_bytes=settings.disk_size_mb << 20,
             disk_policy=settings.disk_eviction_policy,
+            disk_shared=settings.disk_shared,
         )
 
     async def stop(self) -> None:
@@ -254,6 +255,8 @@ class LlamaEngine:
         self._worker = self._embedder = None
         if worker is not None:
             await asyncio.to_thread(worker.stop)
+            if worker.cache is not None:  # its last entries land in a shared folder
+                await asyncio.to_thread(worker.cache.close)
         if embedder is not None:
             await asyncio.to_thread(embedder.close)
         if model is not None:
