@@ -35,6 +35,8 @@ class ModelStats:
     load_failures: int = 0
     unloads: Mapping[str, int] = field(factory=dict)  # by reason: idle, lru
     cache: CacheSnapshot = field(factory=CacheSnapshot)
+    draft_tokens: int = 0  # speculative decoding: tokens drafted, and accepted by the model
+    draft_accepted: int = 0
 
 
 @frozen
@@ -46,4 +48,6 @@ class EngineStats:
     cache_hit_rate: float = 0.0
     loaded: bool = False
     cache: CacheSnapshot = field(factory=CacheSnapshot)
+    draft_tokens: int = 0  # speculative decoding: tokens drafted, and accepted by the model
+    draft_accepted: int = 0
     models: tuple[ModelStats, ...] = ()

@@ -181,3 +181,15 @@ def test_initialised_series_count_later_observations(
     labels = {"endpoint": "/v1/completions", "model": "m"}
     assert value(registry, "llm_engine_request_duration_ms_count", **labels) == 1.0
     assert value(registry, "llm_engine_requests_total", **labels, status="200") == 1.0
+
+
+def test_speculative_decoding_counters_come_from_the_engine_snapshot() -> None:
+    """Drafted and accepted tokens and the acceptance rate are exported per model."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    metrics = Metrics(CollectorRegistry(), process_collectors=False)
+    metrics.refresh(EngineStats(draft_tokens=40, draft_accepted=30), model="m")
+    text = generate_latest(metrics.registry).decode()
+    assert 'llm_engine_spec_decode_draft_tokens_total{model="m"} 40.0' in text
+    assert 'llm_engine_spec_decode_accepted_tokens_total{model="m"} 30.0' in text
+    assert 'llm_engine_spec_decode_acceptance_rate{model="m"} 0.75' in text
