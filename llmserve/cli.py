@@ -45,6 +45,10 @@ SETTING_FLAGS = (
     "parallel",
     "max_sequence_length",
     "kv_unified",
+    "speculative",
+    "draft_max",
+    "draft_min",
+    "ngram_size",
     "default_max_tokens",
     "tool_format",
     "models_dir",
@@ -94,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--kv-unified", help="true: one KV buffer for all sequences; false: one each"
     )
+    group.add_argument("--speculative", help="off or ngram: draft tokens from the context")
+    group.add_argument("--draft-max", help="most tokens drafted a step (default 8)")
+    group.add_argument("--draft-min", help="fewest tokens worth drafting (default 2)")
+    group.add_argument("--ngram-size", help="tokens an n-gram draft matches on (default 3)")
     group.add_argument(
         "--default-max-tokens",
         help="completion tokens of a request that sets no max_tokens (default: up to the context)",

@@ -27,6 +27,7 @@ from llmserve.errors import ConfigError
 Device = Literal["cpu", "gpu", "cuda"]
 EvictionPolicy = Literal["lru", "lfu", "fifo"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+Speculative = Literal["off", "ngram"]
 # The tool-call families of prompt/toolformats (kept equal to its registry by a test; config
 # sits below the prompt layer and cannot ask it).
 ToolFormat = Literal[
@@ -127,6 +128,12 @@ class ModelSettings:
     # Prompt tokens per step while other sequences are generating (their inter-token latency).
     prefill_chunk: int = field(default=256, validator=_at_least(1))
     kv_unified: bool = True  # one KV buffer for all slots; false: one per slot
+    # Speculative decoding: "ngram" drafts tokens from the sequence's own prompt and output
+    # (verified in the shared decode step, so the output is the model's own); "off": none.
+    speculative: Speculative = field(default="off", validator=_one_of(Speculative))
+    draft_max: int = field(default=8, validator=_between(1, 64))  # drafted tokens a step
+    draft_min: int = field(default=2, validator=_at_least(1))  # shorter drafts are not tried
+    ngram_size: int = field(default=3, validator=_between(1, 16))  # tokens matched to draft
     chat_template: str | None = field(default=None, validator=_not_empty)  # overrides the GGUF's
     # Completion tokens of a request that sets no max_tokens (OpenAI's default is "until the
     # end"); None: up to the context, as OpenAI. A base model may otherwise write thousands.
@@ -276,6 +283,10 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "n_batch": ("model", "n_batch"),
     "prefill_chunk": ("model", "prefill_chunk"),
     "kv_unified": ("model", "kv_unified"),
+    "speculative": ("model", "speculative"),
+    "draft_max": ("model", "draft_max"),
+    "draft_min": ("model", "draft_min"),
+    "ngram_size": ("model", "ngram_size"),
     "default_max_tokens": ("model", "default_max_tokens"),
     "tool_format": ("model", "tool_format"),
     "cache_enabled": ("cache", "enabled"),

@@ -70,3 +70,27 @@ def _loopback_only(getaddrinfo: Callable[..., Any]) -> Callable[..., Any]:
         return getaddrinfo(host, *args, **kwargs)
 
     return guarded
+
+
+# LLMSERVE_TEST_SPECULATIVE=ngram runs every in-process worker with n-gram speculative decoding
+# on (drafts from 1 token up, to exercise verification as often as possible), so that the
+# existing integration and e2e tests check that drafting changes nothing they can observe.
+SPECULATIVE_ENV = "LLMSERVE_TEST_SPECULATIVE"
+
+
+@pytest.fixture(autouse=True)
+def _speculative_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    mode = os.environ.get(SPECULATIVE_ENV)
+    if not mode:
+        return
+    import attrs
+
+    from llmserve.engine import worker
+
+    original = worker.Worker.__init__
+
+    def init(self: Any, model: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+        config = attrs.evolve(config, speculative=mode, draft_min=1)
+        original(self, model, config, *args, **kwargs)
+
+    monkeypatch.setattr(worker.Worker, "__init__", init)

@@ -69,6 +69,7 @@ class RequestRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    draft_accepted: int = 0  # completion tokens from accepted speculative drafts
     finish_reason: str | None = None
     latencies: Latencies | None = None  # None outside the middleware
     model: str | None = None  # the model that serves it, once the route knows
@@ -90,6 +91,7 @@ class RequestRecord:
             self.prompt_tokens = event.usage.prompt_tokens
             self.completion_tokens = event.usage.completion_tokens
             self.cached_tokens = event.usage.cached_tokens
+            self.draft_accepted = event.usage.draft_accepted
 
 
 def counted_endpoints(app: Litestar) -> list[str]:
@@ -135,6 +137,7 @@ def _log_fields(
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
         "cached_tokens": record.cached_tokens,
+        "draft_accepted": record.draft_accepted,
         "finish_reason": record.finish_reason,
     }
     if latencies is not None and latencies.first_token_s is not None:

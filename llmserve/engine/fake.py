@@ -110,6 +110,7 @@ class FakeGeneration:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=len(self.pieces),
             cached_tokens=self.engine.cached_tokens,
+            draft_accepted=self.engine.draft_accepted,
         )
 
     def cancel(self) -> None:
@@ -127,6 +128,7 @@ class FakeEngine:
     n_ctx: int = 4096
     created: int = 1_700_000_000
     cached_tokens: int = 0
+    draft_accepted: int = 0  # reported in usage, as if speculative drafts were accepted
     cache_hit_rate: float = 0.0
     delay_s: float = 0.0  # between pieces, to test disconnects
     finish_on_last_piece: bool = False  # True: no separate empty final event

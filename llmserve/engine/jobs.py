@@ -16,6 +16,7 @@ from llmserve.engine.protocol import SamplingParams, TokenEvent
 from llmserve.errors import LLMServeError
 
 if TYPE_CHECKING:
+    from llmserve.engine.ngram import Backoff, NgramDrafter
     from llmserve.engine.sampling import Gbnf, SamplerChain
     from llmserve.engine.textstream import TextStream
 
@@ -60,6 +61,7 @@ class Group:
     remaining: int
     cached_tokens: int
     completion_tokens: int = 0
+    draft_accepted: int = 0  # drafted tokens that verification accepted, all choices
 
 
 @define
@@ -76,6 +78,19 @@ class Run:
     last_token: int | None = None  # sampled, not yet decoded
     n_generated: int = 0
     batch_index: int = -1  # where this run's logits are in the current batch, -1 if none
+    # Speculative decoding (None: this run does not draft): the n-gram index of its
+    # sequence, when it may draft, and the tokens drafted after last_token this step.
+    drafter: NgramDrafter | None = None
+    backoff: Backoff | None = None
+    draft: list[int] = field(factory=list)
+
+
+@define
+class SpecCounts:
+    """Drafted and accepted tokens of one model, kept across its workers (for /metrics)."""
+
+    proposed: int = 0
+    accepted: int = 0
 
 
 @define
@@ -103,3 +118,9 @@ class WorkerConfig:
     kv_unified: bool = True
     swa_full: bool = False
     reuse_prefix: bool = True  # serve a prompt's prefix from a slot's live KV when it matches
+    # Speculative decoding ([model] speculative): "ngram" drafts up to draft_max tokens (none
+    # shorter than draft_min) from the sequence's latest earlier match of its last ngram_size.
+    speculative: str = "off"
+    draft_max: int = 8
+    draft_min: int = 2
+    ngram_size: int = 3

@@ -71,6 +71,7 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    draft_accepted: int = 0  # completion tokens that came from accepted speculative drafts
 
     @property
     def total_tokens(self) -> int:

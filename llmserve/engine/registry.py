@@ -172,6 +172,8 @@ class ModelRegistry:
             cache_hit_rate=_hit_rate([s for m, s in per_model if m.state is State.LOADED]),
             loaded=self._started,
             cache=_sum_caches([stats.cache for _, stats in per_model]),
+            draft_tokens=sum(stats.draft_tokens for _, stats in per_model),
+            draft_accepted=sum(stats.draft_accepted for _, stats in per_model),
             models=tuple(
                 ModelStats(
                     id=model.id,
@@ -183,6 +185,8 @@ class ModelRegistry:
                     unloads=dict(model.unloads),
                     cache=stats.cache,
                     kv=stats.kv,
+                    draft_tokens=stats.draft_tokens,
+                    draft_accepted=stats.draft_accepted,
                 )
                 for model, stats in per_model
             ),

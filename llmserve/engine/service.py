@@ -14,6 +14,7 @@ import llama_cpp
 
 from llmserve.config import Settings
 from llmserve.engine.embeddings import Embedder
+from llmserve.engine.jobs import SpecCounts
 from llmserve.engine.model import LlamaModel
 from llmserve.engine.prefix_cache import PrefixCache, SwaRule, file_fingerprint
 from llmserve.engine.protocol import (
@@ -99,6 +100,7 @@ class LlamaEngine:
         self._n_ctx_seq = settings.model.max_sequence_length
         self._created = int(time.time())
         self._model_id = settings.model.name or model_path.stem
+        self._spec = SpecCounts()  # counters outlive a worker: the model may load again
 
     @classmethod
     def from_settings(cls, settings: Settings, templates: TemplateFactory) -> LlamaEngine:
@@ -125,7 +127,7 @@ class LlamaEngine:
     def stats(self) -> EngineStats:
         worker = self._worker
         if worker is None:
-            return EngineStats()
+            return EngineStats(draft_tokens=self._spec.proposed, draft_accepted=self._spec.accepted)
         cache = worker.cache.stats if worker.cache is not None else None
         return EngineStats(
             running=worker.running(),
@@ -133,6 +135,8 @@ class LlamaEngine:
             cache_hit_rate=worker.cache_hit_rate(),
             loaded=True,
             kv=KvSnapshot(used=worker.kv_cells_in_use(), cells=worker.kv_cells()),
+            draft_tokens=self._spec.proposed,
+            draft_accepted=self._spec.accepted,
             cache=CacheSnapshot(
                 hits=cache.hits,
                 misses=cache.misses,
@@ -214,6 +218,10 @@ class LlamaEngine:
             n_threads=settings.n_threads or os.cpu_count() or 1,
             n_gpu_layers=n_gpu_layers,
             reuse_prefix=self._settings.cache.enabled,
+            speculative=settings.speculative,
+            draft_max=settings.draft_max,
+            draft_min=settings.draft_min,
+            ngram_size=settings.ngram_size,
         )
         self._worker = Worker(
             model,
@@ -221,6 +229,7 @@ class LlamaEngine:
             deliver,
             max_queued=self._settings.server.max_concurrent_requests,
             cache=self._build_cache(model, config),
+            spec_counts=self._spec,
         )
         self._embedder = Embedder(model, n_ctx=self._n_ctx_seq, n_threads=config.n_threads)
 

@@ -4,6 +4,12 @@ Each step builds ONE ``llama_decode`` batch holding the next token of every gene
 plus prompt chunks of newly admitted slots, within ``n_batch`` tokens (``prefill_chunk`` prompt
 tokens while any slot is generating), so a long prompt delays the other streams by at most one
 small chunk. Sampling runs on native llama.cpp sampler chains.
+
+Speculative decoding (``speculative = "ngram"``) rides in the same step: a generating slot
+puts its last token plus up to ``draft_max`` drafted tokens in the batch, logits on each;
+the positions are sampled in order with the slot's own chain while the drafts match, so the
+tokens are exactly the ones one-at-a-time decoding would give (every sampled token is
+emitted, so no sampler state runs ahead), and rejected positions leave the KV.
 Events go back to the asyncio loop once per step through the injected ``deliver`` callable.
 """
 
@@ -20,8 +26,19 @@ from typing import Any
 import attrs
 import llama_cpp
 
-from llmserve.engine.jobs import Deliver, Group, Item, Job, Run, Sink, Slot, WorkerConfig
+from llmserve.engine.jobs import (
+    Deliver,
+    Group,
+    Item,
+    Job,
+    Run,
+    Sink,
+    Slot,
+    SpecCounts,
+    WorkerConfig,
+)
 from llmserve.engine.model import LlamaModel
+from llmserve.engine.ngram import Backoff, NgramDrafter
 from llmserve.engine.prefix_cache import Hit, PrefixCache
 from llmserve.engine.protocol import FinishReason, TokenEvent, TokenLogprob, Usage
 from llmserve.engine.sampling import SamplerChain
@@ -43,10 +60,17 @@ class Worker:
         deliver: Deliver,
         max_queued: int,
         cache: PrefixCache | None = None,
+        spec_counts: SpecCounts | None = None,
     ) -> None:
         self.model = model
         self.config = config
         self.cache = cache
+        self.spec_counts = spec_counts if spec_counts is not None else SpecCounts()
+        # A recurrent state cannot drop its last positions, so rejected drafts could not leave.
+        self._speculate = config.speculative == "ngram" and not (
+            llama_cpp.llama_model_is_recurrent(model.ptr)
+            or llama_cpp.llama_model_is_hybrid(model.ptr)
+        )
         self._deliver = deliver
         self._max_queued = max_queued
         params = llama_cpp.llama_context_default_params()
@@ -354,6 +378,11 @@ class Worker:
                 group=group,
                 index=i,
             )
+        # Logprobs are reported from each token's own logits row; such runs do not draft.
+        if self._speculate and job.logprobs is None:
+            for run in (slot.run, *(f.run for f in followers if f.run is not None)):
+                run.drafter = NgramDrafter(self.config.ngram_size, job.tokens)
+                run.backoff = Backoff()
 
     def _samplers(self, job: Job) -> list[SamplerChain]:
         """One sampler chain per choice; choice i of a seeded job samples with seed + i."""
@@ -393,20 +422,34 @@ class Worker:
     def _decode(self, active: list[tuple[Slot, Run]], *, isolated: bool, generating: bool) -> None:
         """Decode one batch of these runs' next tokens and prompt chunks, then sample."""
         n = 0
+        # Drafts share the step's token budget with prompt chunks: every generating slot's
+        # own token first, then drafts up to n_batch (and prefill_chunk) in slot order.
+        room = self.config.n_batch - sum(1 for _, run in active if run.last_token is not None)
+        drafted = 0
         for slot, run in active:
             run.batch_index = -1
+            run.draft = []
             if run.last_token is not None:
-                self._put(n, run.last_token, len(slot.kv_tokens), slot.seq_id, True)
+                pos = len(slot.kv_tokens)
+                self._put(n, run.last_token, pos, slot.seq_id, True)
                 run.batch_index = n
                 slot.kv_tokens.append(run.last_token)
                 run.last_token = None
                 n += 1
+                draft = self._draft(slot, run, min(room, self.config.prefill_chunk - drafted))
+                for i, token in enumerate(draft, start=1):
+                    self._put(n, token, pos + i, slot.seq_id, True)
+                    n += 1
+                slot.kv_tokens.extend(draft)
+                run.draft = draft
+                room -= len(draft)
+                drafted += len(draft)
         # An isolated job's prompt goes in chunks of one fixed size from position 0 (its
         # choices start generating only once it is all read), whatever else is running.
         budget = (
             min(self._fixed_chunk(), self.config.n_batch - n)
             if isolated
-            else self._prompt_budget(n, generating)
+            else self._prompt_budget(n, generating, drafted)
         )
         for slot, run in sorted(active, key=lambda pair: pair[1].job.enqueued_at):
             if not run.pending or budget <= 0:
@@ -439,7 +482,9 @@ class Worker:
             if run.followers and run.batch_index >= 0:
                 self._fork(slot, run)
         for slot, run in active:
-            if run.batch_index >= 0:
+            if run.draft:
+                self._verify(slot, run)
+            elif run.batch_index >= 0:
                 first = run.n_generated == 0 and not run.index
                 if first and run.job.first_logits is not None:
                     run.job.first_logits(self._logits(run.batch_index))
@@ -448,21 +493,70 @@ class Worker:
                     self._flush_outbox()  # the first token goes out before the state copy
                     self._checkpoint_prompt(slot)
 
+    def _draft(self, slot: Slot, run: Run, room: int) -> list[int]:
+        """The tokens this run drafts after its last token this step (often none)."""
+        drafter, backoff = run.drafter, run.backoff
+        if drafter is None or backoff is None or not backoff.ready():
+            return []
+        # Never past max_tokens or the context, so that finishing happens exactly where it
+        # would without drafts (the last token's position is len(kv_tokens) - 1).
+        limit = min(
+            self.config.draft_max,
+            room,
+            run.job.max_tokens - run.n_generated - 1,
+            self.config.n_ctx_seq - len(slot.kv_tokens) - 1,
+        )
+        if limit < self.config.draft_min:
+            return []
+        draft = drafter.draft(limit)
+        return draft if len(draft) >= self.config.draft_min else []
+
+    def _verify(self, slot: Slot, run: Run) -> None:
+        """Sample the last token's and each draft's position in order while the drafts
+        match; emit every sampled token, and drop the rejected drafts from the KV."""
+        draft, base = run.draft, run.batch_index
+        run.draft = []
+        sampled: list[int] = []
+        for i in range(len(draft) + 1):
+            token = run.sampler.sample(self._ctx, base + i)
+            sampled.append(token)
+            if i == len(draft) or token != draft[i] or self.model.is_eog(token):
+                break
+        accepted = len(sampled) - 1
+        keep = len(slot.kv_tokens) - len(draft) + accepted
+        if keep < len(slot.kv_tokens):
+            if not llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, keep, -1):
+                llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+                slot.kv_tokens.clear()
+                self._fail(slot, LLMServeError("the engine could not drop rejected drafts"))
+                return
+            del slot.kv_tokens[keep:]
+        self.spec_counts.proposed += len(draft)
+        self.spec_counts.accepted += accepted
+        run.group.draft_accepted += accepted
+        if run.backoff is not None:
+            run.backoff.record(accepted)
+        for token in sampled:
+            self._on_token(slot, run, token)
+            if slot.run is not run:  # finished (stop, length, end of generation)
+                return
+
     def _fixed_chunk(self) -> int:
         """Prompt tokens per decode of a job computed from scratch: prefill_chunk, always."""
         return min(self.config.prefill_chunk, self.config.n_batch)
 
-    def _prompt_budget(self, n_generating: int, generating: bool) -> int:
+    def _prompt_budget(self, n_generating: int, generating: bool, drafted: int = 0) -> int:
         """Prompt tokens this step may carry beside ``n_generating`` streams' next tokens
         (``generating``: whether any stream, in this batch or another, is generating).
 
         A step's duration grows with its prompt tokens (~650 ms for 512 on two CPU cores), and
         every generating stream waits for it: while any stream is generating, prompts go in
-        smaller chunks (prefill_chunk); with none, a lone prompt is read at full n_batch.
+        smaller chunks (prefill_chunk, less the ``drafted`` tokens already in this step); with
+        none, a lone prompt is read at full n_batch.
         """
         budget = self.config.n_batch - n_generating
         if generating:
-            budget = min(budget, self.config.prefill_chunk)
+            budget = min(budget, self.config.prefill_chunk - drafted)
         return budget
 
     def _checkpoint_prompt(self, slot: Slot) -> None:
@@ -514,6 +608,8 @@ class Worker:
             self._finish(slot, run, "stop")
             return
         run.n_generated += 1
+        if run.drafter is not None:
+            run.drafter.extend((token,))
         text = run.text.push(self.model.piece(token, special=run.job.special))
         logprobs = (self._logprob(run, token),) if run.job.logprobs is not None else ()
         event = TokenEvent(text=text, tokens=1, index=run.index, logprobs=logprobs)
@@ -535,6 +631,7 @@ class Worker:
                 prompt_tokens=len(run.job.tokens),
                 completion_tokens=group.completion_tokens,
                 cached_tokens=group.cached_tokens,
+                draft_accepted=group.draft_accepted,
             )
         tail = "" if run.text.stopped else run.text.flush()
         event = TokenEvent(

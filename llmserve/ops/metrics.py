@@ -132,6 +132,36 @@ class KvCollector:
         yield from (usage, info)
 
 
+class SpecCollector:
+    """Speculative decoding per model: tokens drafted, accepted, and the acceptance rate
+    (llama-server names its counters ``spec_decode_*`` too), from the last snapshot."""
+
+    def __init__(self) -> None:
+        self.models: Sequence[ModelStats] = ()
+
+    def collect(self) -> Iterator[Metric]:
+        drafted = CounterMetricFamily(
+            "llm_engine_spec_decode_draft_tokens",
+            "Tokens drafted by speculative decoding.",
+            labels=["model"],
+        )
+        accepted = CounterMetricFamily(
+            "llm_engine_spec_decode_accepted_tokens",
+            "Drafted tokens the model accepted (each saved one decode step).",
+            labels=["model"],
+        )
+        rate = GaugeMetricFamily(
+            "llm_engine_spec_decode_acceptance_rate",
+            "Accepted over drafted tokens since start (0 before any draft).",
+            labels=["model"],
+        )
+        for m in self.models:
+            drafted.add_metric([m.id], m.draft_tokens)
+            accepted.add_metric([m.id], m.draft_accepted)
+            rate.add_metric([m.id], m.draft_accepted / m.draft_tokens if m.draft_tokens else 0.0)
+        yield from (drafted, accepted, rate)
+
+
 class ModelCollector:
     """Loads and unloads of the models of a registry, from the engine's last snapshot.
 
@@ -268,6 +298,8 @@ class Metrics:
         registry.register(self.kv)
         self.model_loads = ModelCollector()
         registry.register(self.model_loads)
+        self.speculation = SpecCollector()
+        registry.register(self.speculation)
         if process_collectors and registry is not REGISTRY:
             # The stock process/GC/platform metrics live on the global registry; an app with
             # its own registry still wants them on its /metrics.
@@ -369,6 +401,8 @@ class Metrics:
                 waiting=stats.waiting,
                 cache=stats.cache,
                 kv=stats.kv,
+                draft_tokens=stats.draft_tokens,
+                draft_accepted=stats.draft_accepted,
             ),
         )
         for m in per_model:
@@ -377,6 +411,7 @@ class Metrics:
         self.cache.snapshots = [(m.id, m.cache) for m in per_model]
         self.kv.snapshots = [(m.id, m.kv) for m in per_model]
         self.model_loads.models = stats.models
+        self.speculation.models = per_model
         self.memory_usage.set(self.rss_bytes())
 
     def exposition(

@@ -54,6 +54,8 @@ class ModelStats:
     unloads: Mapping[str, int] = field(factory=dict)  # by reason: idle, lru
     cache: CacheSnapshot = field(factory=CacheSnapshot)
     kv: KvSnapshot = field(factory=KvSnapshot)
+    draft_tokens: int = 0  # speculative decoding: tokens drafted, and accepted by the model
+    draft_accepted: int = 0
 
 
 @frozen
@@ -66,4 +68,6 @@ class EngineStats:
     loaded: bool = False
     cache: CacheSnapshot = field(factory=CacheSnapshot)
     kv: KvSnapshot = field(factory=KvSnapshot)  # of the one model; registries: per model
+    draft_tokens: int = 0  # speculative decoding: tokens drafted, and accepted by the model
+    draft_accepted: int = 0
     models: tuple[ModelStats, ...] = ()

@@ -382,3 +382,37 @@ def test_default_max_tokens_below_one_names_its_key(write_toml: Any) -> None:
     assert error_of(default_max_tokens="0") == (
         "invalid config: --default-max-tokens 0: must be at least 1"
     )
+
+
+def test_speculative_decoding_is_off_by_default() -> None:
+    """No drafting unless asked; the draft settings have their documented defaults."""
+    model = load().model
+    assert (model.speculative, model.draft_max, model.draft_min, model.ngram_size) == (
+        "off",
+        8,
+        2,
+        3,
+    )
+
+
+def test_speculative_settings_from_toml_env_and_flag(write_toml: Any) -> None:
+    """[model] speculative and draft keys < LLM_ENGINE_* < flags; [[models]] entries too."""
+    path = write_toml('[model]\nspeculative = "ngram"\ndraft_max = 16\nngram_size = 4\n')
+    assert load(path).model.speculative == "ngram"
+    assert load(path).model.draft_max == 16
+    env = {"LLM_ENGINE_DRAFT_MAX": "4", "LLM_ENGINE_SPECULATIVE": "off"}
+    assert load(path, env).model.draft_max == 4
+    assert load(path, env).model.speculative == "off"
+    assert load(path, env, draft_min="3", ngram_size="2").model.draft_min == 3
+    entries = write_toml(
+        '[[models]]\nname = "a"\nmodel_path = "a.gguf"\nspeculative = "ngram"\n', "many.toml"
+    )
+    assert load(entries).models[0].speculative == "ngram"
+
+
+def test_unknown_speculative_mode_names_its_key(write_toml: Any) -> None:
+    """A mode other than off / ngram is refused in one line naming the key."""
+    assert error_of(speculative="eagle") == (
+        "invalid config: --speculative eagle: must be one of off, ngram"
+    )
+    assert error_of(draft_max="0") == "invalid config: --draft-max 0: must be between 1 and 64"

@@ -294,3 +294,15 @@ def test_repeated_observations_accumulate_on_the_cached_child(
     assert value(registry, "llm_engine_requests_total", **labels) == 3.0
     assert value(registry, "llm_engine_generation_tokens_total", model="m") == 15.0
     assert value(registry, "llm_engine_request_duration_ms_count", endpoint="/v1/x", model="m") == 3
+
+
+def test_speculative_decoding_counters_come_from_the_engine_snapshot() -> None:
+    """Drafted and accepted tokens and the acceptance rate are exported per model."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    metrics = Metrics(CollectorRegistry(), process_collectors=False)
+    metrics.refresh(EngineStats(draft_tokens=40, draft_accepted=30), model="m")
+    text = generate_latest(metrics.registry).decode()
+    assert 'llm_engine_spec_decode_draft_tokens_total{model="m"} 40.0' in text
+    assert 'llm_engine_spec_decode_accepted_tokens_total{model="m"} 30.0' in text
+    assert 'llm_engine_spec_decode_acceptance_rate{model="m"} 0.75' in text

@@ -135,6 +135,14 @@ def test_request_log_line_has_the_seed_shape(json_lines: JsonLines, clock: Fixed
     assert (entry["prompt_tokens"], entry["completion_tokens"]) == (3, 4)
 
 
+def test_request_log_line_carries_the_accepted_draft_tokens(json_lines: JsonLines) -> None:
+    """The request log line says how many completion tokens came from accepted drafts."""
+    with TestClient(fake_app(FakeEngine(draft_accepted=2))) as client:
+        client.post("/v1/completions", json={"prompt": "one two three"})
+    (entry,) = [e for e in json_lines.entries() if e["message"] == "POST /v1/completions 200"]
+    assert entry["draft_accepted"] == 2
+
+
 def test_keys_and_prompts_are_never_logged(json_lines: JsonLines) -> None:
     """At debug, after good, unauthorised and failing requests, no line holds a key or prompt."""
     engine = FakeEngine()
