@@ -25,6 +25,7 @@ from litestar.response import Stream
 from litestar.types import Receive
 
 from llmserve.api.observe import RequestRecord, record_of
+from llmserve.api.openai import codec  # the one JSON encoder of every dialect
 from llmserve.api.state import AppState
 from llmserve.engine import protocol
 from llmserve.engine.protocol import Generation, GenerationRequest
@@ -33,6 +34,13 @@ from llmserve.errors import LLMServeError
 log = logging.getLogger("llmserve.http")  # the logger name is part of the log format
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def named_event(name: str, data: Mapping[str, Any]) -> bytes:
+    """One SSE event with an ``event:`` name, as the Anthropic and Responses streams send them."""
+    return b"event: " + name.encode() + b"\ndata: " + codec.dumps(data) + b"\n\n"
+
+
 # nginx's name for "client closed the request"; nobody reads it, the log and metrics do.
 CLIENT_CLOSED_REQUEST = 499
 

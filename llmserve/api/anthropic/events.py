@@ -31,6 +31,7 @@ from llmserve.api.anthropic.wire import (
     ToolUseContent,
     Usage,
 )
+from llmserve.api.generation import named_event
 from llmserve.engine import protocol
 from llmserve.prompt.toolformats import (
     CallArguments,
@@ -43,7 +44,7 @@ from llmserve.prompt.toolformats import (
 
 
 def sse(name: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + codec.dumps(data) + b"\n\n"
+    return named_event(name, data)
 
 
 class MessageReply:

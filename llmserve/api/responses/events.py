@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from llmserve.api.failures import internal_error_envelope
+from llmserve.api.generation import named_event
 from llmserve.api.responses import codec
 from llmserve.engine import protocol
 from llmserve.errors import LLMServeError
@@ -42,7 +43,7 @@ Keep = Callable[[dict[str, Any], dict[str, Any]], None]
 
 
 def sse(data: dict[str, Any]) -> bytes:
-    return b"event: " + str(data["type"]).encode() + b"\ndata: " + codec.dumps(data) + b"\n\n"
+    return named_event(str(data["type"]), data)
 
 
 def usage_json(usage: protocol.Usage, reasoning_tokens: int) -> dict[str, Any]:
