@@ -72,7 +72,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     )
 
 
-def require_metrics_key(
+async def require_metrics_key(
     connection: ASGIConnection[Any, Any, Any, Any], route: BaseRouteHandler
 ) -> None:
     """Litestar guard: the API key, when ``[server] metrics_require_key`` asks for it."""

@@ -21,11 +21,7 @@ from llmserve.api.anthropic.errors import handle_anthropic_exception
 from llmserve.api.anthropic.events import MessageReply
 from llmserve.api.anthropic.wire import MessagesInput, MessagesRequest, TokenCount
 from llmserve.api.generation import json_response, render_chat, resolve_model, serve
-from llmserve.api.guards import (
-    limit_rate_by_x_api_key,
-    require_api_key_or_x_api_key,
-    require_ready,
-)
+from llmserve.api.guards import anthropic_guard
 from llmserve.api.observe import record_of
 from llmserve.api.outputs import output_reading
 from llmserve.api.state import app_state
@@ -77,6 +73,6 @@ def anthropic_router() -> Router:
     return Router(
         path="/v1",
         route_handlers=[create_message, count_tokens],
-        guards=[require_ready, require_api_key_or_x_api_key, limit_rate_by_x_api_key],
+        guards=[anthropic_guard],
         exception_handlers={Exception: handle_anthropic_exception},
     )

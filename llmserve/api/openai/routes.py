@@ -16,7 +16,7 @@ from litestar.params import FromPath, RawBody
 
 from llmserve.api.failures import internal_error_envelope
 from llmserve.api.generation import ChatInput, json_response, render_chat, resolve_model, serve
-from llmserve.api.guards import limit_rate, require_api_key, require_ready
+from llmserve.api.guards import openai_guard
 from llmserve.api.observe import record_of
 from llmserve.api.openai import codec, wire, wire_embeddings
 from llmserve.api.openai.formats import ChatFormat, Meta, ResponseFormat, TextFormat
@@ -186,5 +186,5 @@ def openai_router() -> Router:
     return Router(
         path="/v1",
         route_handlers=[chat_completions, completions, embeddings, list_models, retrieve_model],
-        guards=[require_ready, require_api_key, limit_rate],
+        guards=[openai_guard],
     )

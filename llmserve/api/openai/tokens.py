@@ -13,7 +13,7 @@ from litestar import Request, Response, Router, post
 from litestar.enums import MediaType
 from litestar.params import RawBody
 
-from llmserve.api.guards import limit_rate, require_api_key, require_ready
+from llmserve.api.guards import openai_guard
 from llmserve.api.openai import codec
 from llmserve.api.openai.wire_embeddings import (
     DetokenizeRequest,
@@ -68,5 +68,5 @@ def tokens_router() -> Router:
     return Router(
         path="/",
         route_handlers=[tokenize, detokenize],
-        guards=[require_ready, require_api_key, limit_rate],
+        guards=[openai_guard],
     )

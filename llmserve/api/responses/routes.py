@@ -17,7 +17,7 @@ from litestar.params import FromPath, RawBody
 
 from llmserve.api.auth import bearer_key
 from llmserve.api.generation import json_response, render_chat, resolve_model, serve
-from llmserve.api.guards import limit_rate, require_api_key, require_ready
+from llmserve.api.guards import openai_guard
 from llmserve.api.observe import record_of
 from llmserve.api.responses import codec, translate
 from llmserve.api.responses.events import ResponseReply
@@ -182,5 +182,5 @@ def responses_router() -> Router:
     return Router(
         path="/v1",
         route_handlers=[create_response, count_input_tokens, retrieve_response, delete_response],
-        guards=[require_ready, require_api_key, limit_rate],
+        guards=[openai_guard],
     )
