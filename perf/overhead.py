@@ -15,10 +15,14 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from perf.stats import median
 
 CHEAP_ROUTES = ("/health", "/ping", "/v1/models", "/metrics")
 CHEAP_CONNECTIONS = 32
@@ -28,6 +32,18 @@ COMPLETION_PROMPT = "Hello"
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 _DURATION = re.compile(r"^\s*([0-9.]+)(us|ms|s|m)\s*$")
+
+
+# wrk's default 2 s timeout counts a completion queued behind a busy 2-core box as a socket error.
+WRK_TIMEOUT = "10s"
+# Summary keys (perf.summary, perf.table) of each measured request, in table order.
+KEYS = {
+    "GET /health": "health",
+    "GET /ping": "ping",
+    "GET /v1/models": "models",
+    "GET /metrics": "metrics",
+    "POST /v1/completions (1 token)": "completion",
+}
 
 
 class WrkUnavailable(RuntimeError):
@@ -133,6 +149,7 @@ def run_wrk(
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",
         "--latency",
+        f"--timeout={WRK_TIMEOUT}",
         *(["-s", str(script)] if script else []),
         url,
     ]
@@ -148,9 +165,13 @@ def run_overhead(
     seconds: float,
     log: Callable[[str], None],
 ) -> list[WrkResult]:
-    """Every cheap route at 32 connections, then 1-token completions at 8."""
+    """Every cheap route the server has at 32 connections, then 1-token completions at 8."""
     results = []
     for route in CHEAP_ROUTES:
+        if not route_exists(base_url + route):
+            # llama-server has no /ping: a column of 404s would read as a failure of the server.
+            log(f"  GET {route}: not served (404), skipped")
+            continue
         result = run_wrk(wrk, base_url + route, f"GET {route}", CHEAP_CONNECTIONS, seconds)
         results.append(result)
         log(f"  {_brief(result)}")
@@ -168,6 +189,27 @@ def run_overhead(
     results.append(result)
     log(f"  {_brief(result)}")
     return results
+
+
+def route_exists(url: str) -> bool:
+    """Whether a GET of ``url`` is anything but a 404."""
+    try:
+        with urllib.request.urlopen(url, timeout=10):
+            return True
+    except urllib.error.HTTPError as exc:
+        return exc.code != 404
+    except OSError:
+        return True  # unreachable: let wrk's socket errors say so
+
+
+def summarize_overhead(runs: Sequence[Sequence[WrkResult]]) -> dict[str, float]:
+    """Per measured request: the median over runs of requests/s and of p99 ms (NaN if none)."""
+    summary: dict[str, float] = {}
+    for name, key in KEYS.items():
+        mine = [r for results in runs for r in results if r.name == name and r.ok]
+        summary[f"overhead.{key}.requests_per_s"] = median([r.requests_per_s for r in mine])
+        summary[f"overhead.{key}.p99_ms"] = median([r.p99_ms for r in mine if r.p99_ms is not None])
+    return summary
 
 
 def _brief(result: WrkResult) -> str:

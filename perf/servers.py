@@ -145,6 +145,7 @@ def llama_server_spec(config: ServerConfig, port: int, workload: str) -> ServerS
         "--parallel": config.parallel,
         "--cont-batching": None,
         "--no-webui": None,
+        "--metrics": None,  # /metrics is off by default in llama-server
     }
     template = chat_template_file(config.model_path)
     if template is not None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from perf.mixed import summarize_mixed
 from perf.multiturn import summarize_turns
+from perf.overhead import summarize_overhead
 from perf.prefill import summarize_prefill
 from perf.runs import ServerRun
 from perf.servers import INTERLEAVED, MULTITURN, WORKLOADS
@@ -45,6 +46,7 @@ def summarize(
         summary[f"{workload}.requests_per_s"] = _phase_rate(runs, workload, "turns")
     summary |= summarize_prefill([p for run in runs for p in run.prefill], prefill_lengths)
     summary |= summarize_mixed([run.mixed for run in runs if run.mixed is not None])
+    summary |= summarize_overhead([run.overhead for run in runs if run.overhead])
     summary |= _streams(runs)
     for key in ("server_cores", "foreign_cores"):
         summary[key] = median(finite(run.cpu.get(key, math.nan) for run in runs))

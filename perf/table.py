@@ -10,7 +10,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from perf.servers import DECODE, INTERLEAVED, MIXED, MULTITURN, PREFILL, WORKLOADS
+from perf.overhead import KEYS as OVERHEAD_KEYS
+from perf.servers import DECODE, INTERLEAVED, MIXED, MULTITURN, OVERHEAD, PREFILL, WORKLOADS
 from perf.stats import ratio
 
 BASELINE = "llama_cpp_server"
@@ -48,6 +49,8 @@ def rows_for(shape: TableShape) -> list[Row]:
         rows += _chat_rows(INTERLEAVED, "interleaved chat", shape.turns, per_turn=False)
     if MIXED in workloads:
         rows += _mixed_rows()
+    if OVERHEAD in workloads:
+        rows += _overhead_rows()
     rows += [
         Row("ready_s", "startup", "seconds to ready (median)", False),
         Row("server_cores", "resources", "server CPU cores busy (median)", False, 2, False),
@@ -137,6 +140,16 @@ def _mixed_rows() -> list[Row]:
         Row("mixed.aggregate_tok_s", name, "aggregate tok/s", True),
         Row("mixed.requests_per_s", name, "requests/s", True, 2),
     ]
+
+
+def _overhead_rows() -> list[Row]:
+    rows: list[Row] = []
+    for name, key in OVERHEAD_KEYS.items():
+        rows += [
+            Row(f"overhead.{key}.requests_per_s", name, "requests/s (median)", True, 0),
+            Row(f"overhead.{key}.p99_ms", name, "p99 ms (median)", False, 1),
+        ]
+    return rows
 
 
 def _format(value: float, decimals: int) -> str:

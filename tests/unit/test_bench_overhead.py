@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import math
+import threading
+from pathlib import Path
 
 import pytest
 
-from perf.overhead import completion_script, duration_ms, parse_wrk
-from perf.servers import OVERHEAD, serves
+from perf.overhead import (
+    WrkResult,
+    completion_script,
+    duration_ms,
+    parse_wrk,
+    route_exists,
+    summarize_overhead,
+)
+from perf.servers import OVERHEAD, ServerConfig, llama_server_spec, serves
+from perf.table import TableShape, rows_for
 
 WRK_OUTPUT = """\
 Running 10s test @ http://127.0.0.1:8080/health
@@ -89,3 +101,58 @@ def test_overhead_runs_on_llmserve_and_llama_server_only() -> None:
     assert serves("llmserve", OVERHEAD)
     assert serves("llama_server", OVERHEAD)
     assert not serves("llama_cpp_server", OVERHEAD)
+
+
+def _result(name: str, rate: float, p99: float, *, non_2xx: int = 0) -> WrkResult:
+    return WrkResult(name, 32, 1000, rate, 1.0, p99, non_2xx=non_2xx)
+
+
+def test_overhead_summary_takes_medians_over_runs_of_good_results() -> None:
+    """Requests/s and p99 are medians over the runs; a run with errors does not count."""
+    runs = [
+        [_result("GET /health", 9000.0, 6.0)],
+        [_result("GET /health", 11000.0, 8.0)],
+        [_result("GET /health", 1.0, 900.0, non_2xx=5)],
+    ]
+    summary = summarize_overhead(runs)
+    assert summary["overhead.health.requests_per_s"] == pytest.approx(10000.0)
+    assert summary["overhead.health.p99_ms"] == pytest.approx(7.0)
+    assert math.isnan(summary["overhead.ping.requests_per_s"])  # never measured: NaN, not 0
+
+
+def test_overhead_rows_appear_in_the_table_when_the_workload_ran() -> None:
+    """Each measured request gets a requests/s and a p99 row, only with the overhead workload."""
+    keys = [row.key for row in rows_for(TableShape(workloads=(OVERHEAD,)))]
+    assert "overhead.models.requests_per_s" in keys
+    assert "overhead.completion.p99_ms" in keys
+    assert not any(k.startswith("overhead.") for k in (r.key for r in rows_for(TableShape())))
+
+
+def test_a_route_the_server_does_not_have_is_skipped_not_failed() -> None:
+    """llama-server answers /ping with 404: the route is left out instead of failing the run."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert route_exists(base + "/health")
+        assert not route_exists(base + "/ping")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_llama_server_is_started_with_its_metrics_route() -> None:
+    """llama-server serves /metrics only with --metrics: without it the scrape row is 404s."""
+    config = ServerConfig(Path("m.gguf"), 2, 4096, 8, llama_server_bin=Path("llama-server"))
+    spec = llama_server_spec(config, 8080, OVERHEAD)
+    assert "--metrics" in spec.command
