@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import io
 import os
+import re
 import shutil
 import subprocess
 import sysconfig
@@ -141,6 +142,43 @@ def fixture_render_text(helm: Path, helm_env: dict[str, str]) -> Callable[..., s
         return cache[key]
 
     return render
+
+
+@pytest.fixture(name="render_error", scope="session")
+def fixture_render_error(helm: Path, helm_env: dict[str, str]) -> Callable[..., str]:
+    """``render_error(*values_files, set=[...])``: the stderr of a `helm template` that must
+    fail (the test fails if it renders)."""
+
+    def render_error(*values: Path, set: Sequence[str] = ()) -> str:
+        args = ["template", "llmserve", str(CHART), *chart_values(values, set)]
+        result = subprocess.run(
+            [str(helm), *args],
+            capture_output=True,
+            text=True,
+            env=helm_env,
+            check=False,
+            timeout=120,
+        )
+        assert result.returncode != 0, f"helm {' '.join(args)} rendered:\n{result.stdout}"
+        return result.stderr
+
+    return render_error
+
+
+def validate_strictly(kubernetes_validate: Path, manifests: str, version: str) -> list[str]:
+    """The kinds (lower case) `kubernetes-validate --strict` passes in ``manifests`` for
+    Kubernetes ``version``; any rejection fails the test with its output."""
+    result = subprocess.run(
+        [str(kubernetes_validate), "--strict", "-k", version, "-"],
+        input=manifests,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    return re.findall(r"passed for resource ([\w.-]+)/", output)
 
 
 @pytest.fixture(name="render", scope="session")

@@ -9,11 +9,18 @@ from typing import Any
 
 from attrs import frozen
 
+# The release name every test renders with: the server's resources are named so.
+RELEASE = "llmserve"
 
-def find(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    """The one manifest of ``kind``."""
-    found = [document for document in documents if document["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+
+def find(documents: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    """The one manifest of ``kind`` (named ``name``, when given)."""
+    found = [
+        document
+        for document in documents
+        if document["kind"] == kind and name in (None, document["metadata"]["name"])
+    ]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {len(found)}"
     return found[0]
 
 
@@ -23,8 +30,8 @@ def kinds(documents: list[dict[str, Any]]) -> set[str]:
 
 
 def pod_spec(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    """The Deployment's pod spec."""
-    return find(documents, "Deployment")["spec"]["template"]["spec"]
+    """The server Deployment's pod spec."""
+    return find(documents, "Deployment", RELEASE)["spec"]["template"]["spec"]
 
 
 def container(documents: list[dict[str, Any]], name: str = "llmserve") -> dict[str, Any]:
@@ -36,6 +43,12 @@ def container(documents: list[dict[str, Any]], name: str = "llmserve") -> dict[s
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
     """A container's env, by name: the value, or the valueFrom mapping."""
     return {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
+
+
+def config_toml(documents: list[dict[str, Any]]) -> str:
+    """The server's config.toml, as the chart's ConfigMap holds it."""
+    (config,) = [d for d in documents if d["kind"] == "ConfigMap" and "config.toml" in d["data"]]
+    return str(config["data"]["config.toml"])
 
 
 @frozen

@@ -8,7 +8,7 @@ against the upstream CRDs checked into tests/deploy/crds (see its README for sou
 from __future__ import annotations
 
 import copy
-import subprocess
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 
 from llmserve.ops.metrics import Metrics
 from llmserve.ops.stats import EngineStats, KvSnapshot
-from tests.deploy.conftest import CHART, Render
-from tests.deploy.manifests import container, find, kinds
+from tests.deploy.conftest import CHART, Render, validate_strictly
+from tests.deploy.manifests import RELEASE, container, find, kinds
 
 CRDS = Path(__file__).with_name("crds")
 GATEWAY = CHART / "values-inference-gateway.yaml"
@@ -122,7 +122,7 @@ def test_inference_pool_selects_the_deployment_pods_on_the_http_port(render: Ren
     """The pool's selector matches the pod template's labels; its port is the container's."""
     documents = render(GATEWAY)
     pool = find(documents, "InferencePool")["spec"]
-    labels = find(documents, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    labels = find(documents, "Deployment", RELEASE)["spec"]["template"]["metadata"]["labels"]
     assert pool["selector"]["matchLabels"].items() <= labels.items()
     (port,) = container(documents)["ports"]
     assert pool["targetPorts"] == [{"number": port["containerPort"]}]
@@ -144,7 +144,7 @@ def test_endpoint_picker_service_defaults_to_the_release_name(render: Render) ->
 def test_pods_always_carry_the_engine_type_label(render: Render) -> None:
     """llm-d.ai/engine-type: llmserve is on the pods, not in the Deployment's selector."""
     for documents in (render(), render(GATEWAY)):
-        deployment = find(documents, "Deployment")
+        deployment = find(documents, "Deployment", RELEASE)
         assert deployment["spec"]["template"]["metadata"]["labels"][ENGINE_LABEL] == "llmserve"
         assert ENGINE_LABEL not in deployment["spec"]["selector"]["matchLabels"]
 
@@ -187,7 +187,7 @@ def test_keda_scales_the_deployment_on_waiting_requests(render: Render) -> None:
     query summing llm_engine_requests_waiting over the release's pods."""
     documents = render(GATEWAY)
     scaled = find(documents, "ScaledObject")["spec"]
-    deployment = find(documents, "Deployment")
+    deployment = find(documents, "Deployment", RELEASE)
     assert scaled["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert "replicas" not in deployment["spec"]
     assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (2, 8)
@@ -209,19 +209,9 @@ def test_keda_query_can_be_replaced(render: Render) -> None:
     assert scaled["spec"]["triggers"][0]["metadata"]["query"] == query
 
 
-def test_keda_and_the_hpa_together_are_refused(helm: Path, helm_env: dict[str, str]) -> None:
+def test_keda_and_the_hpa_together_are_refused(render_error: Callable[..., str]) -> None:
     """Two autoscalers on one Deployment would fight: the chart refuses to render both."""
-    args = ["template", "llmserve", str(CHART), "-f", str(GATEWAY)]
-    result = subprocess.run(
-        [str(helm), *args, "--set", "autoscaling.enabled=true"],
-        capture_output=True,
-        text=True,
-        env=helm_env,
-        check=False,
-        timeout=120,
-    )
-    assert result.returncode != 0
-    assert "choose one" in result.stderr
+    assert "choose one" in render_error(GATEWAY, set=("autoscaling.enabled=true",))
 
 
 def test_custom_metric_hpa_scales_on_waiting_requests_per_pod(render: Render) -> None:
@@ -235,3 +225,206 @@ def test_custom_metric_hpa_scales_on_waiting_requests_per_pod(render: Render) ->
             "target": {"type": "AverageValue", "averageValue": "3"},
         }
     ]
+
+
+# --- The endpoint picker the chart runs itself (inferencePool.endpointPicker.deploy) ---
+
+PICKER_KINDS = ["deployment", "role", "rolebinding", "service", "serviceaccount"]
+
+
+def _picker(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """The picker's resource of ``kind``: the one named as the pool's endpointPickerRef."""
+    name = find(documents, "InferencePool")["spec"]["endpointPickerRef"]["name"]
+    return find(documents, kind, name)
+
+
+def _arg(container: dict[str, Any], flag: str) -> str:
+    """The value following ``flag`` in a container's args."""
+    args = container["args"]
+    return str(args[args.index(flag) + 1])
+
+
+def _epp(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    (found,) = _picker(documents, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return found
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+def test_endpoint_picker_mounts_the_picker_config_and_reads_it(render: Render) -> None:
+    """The picker mounts the chart's EndpointPickerConfig ConfigMap and its --config-file
+    names that ConfigMap's key inside the mount."""
+    documents = render(GATEWAY)
+    (config,) = [
+        d for d in documents if d["kind"] == "ConfigMap" and "llmserve-plugins.yaml" in d["data"]
+    ]
+    spec = _picker(documents, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in spec["volumes"] if v.get("configMap")]
+    assert volume["configMap"]["name"] == config["metadata"]["name"] == "llmserve-epp-config"
+    epp = _epp(documents)
+    (mount,) = [m for m in epp["volumeMounts"] if m["name"] == volume["name"]]
+    config_file = Path(_arg(epp, "--config-file"))
+    assert config_file.parent == Path(mount["mountPath"])
+    assert config_file.name in config["data"]
+
+
+@pytest.mark.parametrize("values", [GATEWAY, EVERYTHING], ids=["gateway", "everything"])
+def test_endpoint_picker_service_is_the_pools_endpoint_picker_ref(
+    render: Render, values: Path
+) -> None:
+    """The InferencePool's endpointPickerRef names the picker's Service and its port, which
+    reaches the container port the picker serves ext-proc on (--grpc-port)."""
+    documents = render(values)
+    pool = find(documents, "InferencePool")
+    validate(pool)
+    reference = pool["spec"]["endpointPickerRef"]
+    service = _picker(documents, "Service")
+    (port,) = [p for p in service["spec"]["ports"] if p["port"] == reference["port"]["number"]]
+    assert port["appProtocol"] == "kubernetes.io/h2c"
+    epp = _epp(documents)
+    (target,) = [p for p in epp["ports"] if p["name"] == port["targetPort"]]
+    assert target["containerPort"] == reference["port"]["number"]
+    assert _arg(epp, "--grpc-port") == str(reference["port"]["number"])
+    pods = _picker(documents, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert _matches(service["spec"]["selector"], pods)
+
+
+def test_endpoint_picker_serves_the_releases_pool(render: Render) -> None:
+    """--pool-name/--pool-namespace/--pool-group name the InferencePool this release made."""
+    documents = render(GATEWAY)
+    pool = find(documents, "InferencePool")
+    epp = _epp(documents)
+    assert _arg(epp, "--pool-name") == pool["metadata"]["name"] == "llmserve"
+    assert _arg(epp, "--pool-namespace") == "llm"
+    assert _arg(epp, "--pool-group") == pool["apiVersion"].split("/")[0]
+    assert epp["image"] == "ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.10.0"
+
+
+def _granted(role: dict[str, Any], group: str, resource: str) -> set[str]:
+    verbs: set[str] = set()
+    for rule in role["rules"]:
+        if group in rule["apiGroups"] and resource in rule["resources"]:
+            verbs |= set(rule["verbs"])
+    return verbs
+
+
+def test_endpoint_picker_rbac_reads_pods_and_inferencepools(render: Render) -> None:
+    """The picker's ServiceAccount is bound to a Role that gets/watches/lists pods and
+    inferencepools; one replica needs no leases."""
+    documents = render(GATEWAY)
+    deployment = _picker(documents, "Deployment")
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    assert account == _picker(documents, "ServiceAccount")["metadata"]["name"]
+    binding = _picker(documents, "RoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "llm"}]
+    role = find(documents, "Role", binding["roleRef"]["name"])
+    assert binding["roleRef"]["kind"] == "Role"
+    read = {"get", "watch", "list"}
+    assert _granted(role, "", "pods") >= read
+    assert _granted(role, "inference.networking.k8s.io", "inferencepools") >= read
+    assert not _granted(role, "coordination.k8s.io", "leases")
+    assert "--ha-enable-leader-election" not in _epp(documents)["args"]
+
+
+def test_endpoint_picker_replicas_elect_a_leader(render: Render) -> None:
+    """Two picker replicas run active-passive: leader election on, leases granted, and the
+    probes ask the separate liveness and readiness services."""
+    documents = render(EVERYTHING)
+    epp = _epp(documents)
+    assert "--ha-enable-leader-election" in epp["args"]
+    role = _picker(documents, "Role")
+    assert {"create", "update", "get"} <= _granted(role, "coordination.k8s.io", "leases")
+    assert epp["livenessProbe"]["grpc"]["service"] == "liveness"
+    assert epp["readinessProbe"]["grpc"]["service"] == "readiness"
+
+
+def test_endpoint_picker_probes_ask_its_grpc_health_port(render: Render) -> None:
+    """Liveness and readiness are gRPC health checks on the port --grpc-health-port opens."""
+    epp = _epp(render(GATEWAY))
+    (health,) = [p for p in epp["ports"] if p["name"] == "grpc-health"]
+    assert _arg(epp, "--grpc-health-port") == str(health["containerPort"])
+    for probe in (epp["livenessProbe"], epp["readinessProbe"]):
+        assert probe["grpc"]["port"] == health["containerPort"]
+    (metrics,) = [p for p in epp["ports"] if p["name"] == "metrics"]
+    assert _arg(epp, "--metrics-port") == str(metrics["containerPort"])
+
+
+def test_endpoint_picker_image_flags_and_resources_come_from_values(render: Render) -> None:
+    """image, flags (as --name=value), resources and scheduling values reach the picker."""
+    documents = render(EVERYTHING)
+    epp = _epp(documents)
+    assert epp["image"] == "registry.example.com/epp:v0.10.0-patched"
+    assert epp["imagePullPolicy"] == "Always"
+    assert {"--v=2", "--metrics-endpoint-auth=false"} <= set(epp["args"])
+    assert epp["resources"] == {
+        "requests": {"cpu": "1", "memory": "1Gi"},
+        "limits": {"memory": "2Gi"},
+    }
+    spec = _picker(documents, "Deployment")["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"kubernetes.io/arch": "amd64"}
+    assert spec["tolerations"][0]["value"] == "routing"
+    assert spec["imagePullSecrets"] == [{"name": "registry"}]
+
+
+@pytest.mark.parametrize("values", [GATEWAY, EVERYTHING], ids=["gateway", "everything"])
+def test_server_selectors_never_match_the_endpoint_picker(render: Render, values: Path) -> None:
+    """The picker's pods and Service carry labels of their own: the server's Service,
+    PodDisruptionBudget, InferencePool and ServiceMonitor do not select them."""
+    documents = render(values)
+    picker_pods = _picker(documents, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    server_pods = find(documents, "Deployment", RELEASE)["spec"]["template"]["metadata"]["labels"]
+    selectors = [
+        find(documents, "Service", RELEASE)["spec"]["selector"],
+        find(documents, "InferencePool")["spec"]["selector"]["matchLabels"],
+        find(documents, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+    ]
+    for selector in selectors:
+        assert _matches(selector, server_pods)
+        assert not _matches(selector, picker_pods)
+    assert not _matches(_picker(documents, "Service")["spec"]["selector"], server_pods)
+    monitor = find(documents, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+    assert not _matches(monitor, _picker(documents, "Service")["metadata"]["labels"])
+
+
+@pytest.mark.parametrize("kubernetes_version", ["1.25.0", "1.37.0"])
+def test_endpoint_picker_manifests_validate_strictly(
+    render_text: Callable[..., str], kubernetes_validate: Path, kubernetes_version: str
+) -> None:
+    """kubernetes-validate --strict accepts each of the picker's resources (gRPC probes
+    included) on the oldest and newest Kubernetes the chart supports."""
+    for values in (GATEWAY, EVERYTHING):
+        text = render_text(values, extra=("--show-only", "templates/endpointpicker.yaml"))
+        assert sorted(validate_strictly(kubernetes_validate, text, kubernetes_version)) == (
+            PICKER_KINDS
+        )
+
+
+@pytest.mark.parametrize(
+    "assignments",
+    [
+        ("inferencePool.enabled=true",),
+        ("inferencePool.enabled=false", "inferencePool.endpointPicker.deploy=true"),
+    ],
+    ids=["pool-without-deploy", "deploy-without-pool"],
+)
+def test_endpoint_picker_is_not_rendered_without_deploy_and_pool(
+    render: Render, assignments: tuple[str, ...]
+) -> None:
+    """Without both inferencePool.enabled and endpointPicker.deploy no picker resource
+    renders: one Deployment, Service and ServiceAccount (the server's), no RBAC."""
+    documents = render(set=assignments)
+    for kind in ("Deployment", "Service", "ServiceAccount"):
+        assert [d["metadata"]["name"] for d in documents if d["kind"] == kind] == [RELEASE]
+    assert not {"Role", "RoleBinding"} & kinds(documents)
+
+
+def test_endpoint_picker_restarts_when_its_config_changes(render: Render) -> None:
+    """A changed scorer weight changes the picker's pod template (it reads its config once)."""
+
+    def checksum(*assignments: str) -> str:
+        deployment = _picker(render(GATEWAY, set=assignments), "Deployment")
+        return deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    assert checksum() != checksum("inferencePool.scorers.prefixCache=5")

@@ -21,8 +21,16 @@ import pytest
 
 from llmserve.config import load_settings
 from llmserve.models.resolve import resolve_model_path
-from tests.deploy.conftest import CHART, ROOT, Render, chart_values, run_helm
-from tests.deploy.manifests import container, env_of, find, kinds, pod_spec
+from tests.deploy.conftest import CHART, ROOT, Render, chart_values, run_helm, validate_strictly
+from tests.deploy.manifests import (
+    RELEASE,
+    config_toml,
+    container,
+    env_of,
+    find,
+    kinds,
+    pod_spec,
+)
 
 SHIPPED = sorted(CHART.glob("values-*.yaml"))
 EVERYTHING = Path(__file__).with_name("values-everything.yaml")
@@ -48,7 +56,15 @@ RENDERED_KEYS = {
         "n_batch",
         "chat_template",
     },
-    "cache": {"enabled", "max_size_mb", "eviction_policy"},
+    "cache": {
+        "enabled",
+        "max_size_mb",
+        "eviction_policy",
+        "disk_dir",
+        "disk_size_mb",
+        "disk_eviction_policy",
+        "disk_shared",
+    },
     "logging": {"level"},
 }
 # The keys of one [[models]] entry (config.models): [model]'s and three of its own.
@@ -59,13 +75,12 @@ def _files(values: Path | None) -> tuple[Path, ...]:
     return () if values is None else (values,)
 
 
-def _config_toml(documents: list[dict[str, Any]]) -> str:
-    (config,) = [d for d in documents if d["kind"] == "ConfigMap" and "config.toml" in d["data"]]
-    return config["data"]["config.toml"]
+def _names(documents: list[dict[str, Any]], kind: str) -> set[str]:
+    return {d["metadata"]["name"] for d in documents if d["kind"] == kind}
 
 
 def _config(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    return tomllib.loads(_config_toml(documents))
+    return tomllib.loads(config_toml(documents))
 
 
 def _documented_keys() -> dict[str, set[str]]:
@@ -116,23 +131,10 @@ def test_rendered_manifests_validate_strictly(
 ) -> None:
     """`helm template | kubernetes-validate --strict` accepts every rendered resource."""
     files = _files(values)
-    result = subprocess.run(
-        [str(kubernetes_validate), "--strict", "-k", kubernetes_version, "-"],
-        input=render_text(*files),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    documents = render(*files)
-    passed = re.findall(r"passed for resource ([\w.-]+)/", output)
+    passed = validate_strictly(kubernetes_validate, render_text(*files), kubernetes_version)
     assert sorted(passed) == sorted(
-        d["kind"].lower() for d in documents if d["kind"] not in CUSTOM_KINDS
+        d["kind"].lower() for d in render(*files) if d["kind"] not in CUSTOM_KINDS
     )
-    unvalidated = re.findall(r"Couldn't find schema for kind (\w+)", output)
-    assert set(unvalidated) <= CUSTOM_KINDS
 
 
 @pytest.mark.parametrize("values", VALUES_FILES, ids=VALUES_IDS)
@@ -141,14 +143,14 @@ def test_rendered_config_loads_in_llmserve(
 ) -> None:
     """llmserve's own loader accepts the rendered config.toml (it rejects unknown keys)."""
     path = tmp_path / "config.toml"
-    path.write_text(_config_toml(render(*_files(values))), encoding="utf-8")
+    path.write_text(config_toml(render(*_files(values))), encoding="utf-8")
     settings = load_settings(path, {}, {})
     assert settings.server.host == "0.0.0.0"
     assert settings.server.port == 8080
 
 
 @pytest.mark.parametrize("values", VALUES_FILES, ids=VALUES_IDS)
-def test_rendered_config_keys_are_those_of_conf_config_toml(
+def test_rendered_config_keys_are_those_of_confconfig_toml(
     render: Render, values: Path | None
 ) -> None:
     """Every rendered section and key is one that conf/config.toml documents."""
@@ -166,7 +168,15 @@ def test_values_can_set_every_rendered_key(render: Render) -> None:
     config = _config(render(EVERYTHING))
     assert {section: set(table) for section, table in config.items()} == RENDERED_KEYS
     assert config["model"]["chat_template"].endswith('{% endfor %}"quoted" \\ back')
-    assert config["cache"] == {"enabled": False, "max_size_mb": 2048, "eviction_policy": "lfu"}
+    assert config["cache"] == {
+        "enabled": False,
+        "max_size_mb": 2048,
+        "eviction_policy": "lfu",
+        "disk_dir": "/var/cache/llmserve/kv",
+        "disk_size_mb": 8192,
+        "disk_eviction_policy": "fifo",
+        "disk_shared": True,
+    }
 
 
 def test_default_values_serve_the_demo_model_on_cpu(render: Render) -> None:
@@ -248,7 +258,7 @@ def test_pull_arguments_are_accepted_by_the_llmserve_cli(render: Render) -> None
 def test_served_reference_resolves_to_the_pulled_file(render: Render, tmp_path: Path) -> None:
     """The server's model_path "REPO:PATTERN" finds what `llmserve pull` stored, offline."""
     config = tmp_path / "config.toml"
-    config.write_text(_config_toml(render(CHART / "values-multi-model.yaml")), encoding="utf-8")
+    config.write_text(config_toml(render(CHART / "values-multi-model.yaml")), encoding="utf-8")
     store = tmp_path / "models"
     # Where `llmserve pull` puts a file: <models_dir>/<owner>/<repo>/<path in the repo>.
     pulled = store / "Qwen" / "Qwen2.5-0.5B-Instruct-GGUF" / "qwen2.5-0.5b-instruct-q4_k_m.gguf"
@@ -351,6 +361,18 @@ def test_no_api_key_leaves_v1_open_with_a_warning(
     assert "WARNING: no API key is set" in notes()
 
 
+def test_notes_say_where_the_picker_and_the_kv_disk_tier_are(notes: Callable[..., str]) -> None:
+    """NOTES.txt names the pool, says whether the release runs its endpoint picker, and where
+    the prefix cache's disk tier lives."""
+    text = notes(EVERYTHING)
+    assert "InferencePool llmserve" in text
+    assert "rollout status deployment/my-epp" in text
+    assert "on claim llmserve-kv-cache, shared by every pod" in text
+    text = notes(set=("inferencePool.enabled=true", "kvCacheStorage.enabled=true"))
+    assert "set inferencePool.endpointPicker.deploy=true" in text
+    assert "an emptyDir per pod (4096 MB)" in text
+
+
 def test_server_reads_the_mounted_config(render: Render) -> None:
     """LLM_ENGINE_CONFIG names config.toml in the mounted ConfigMap."""
     documents = render()
@@ -400,7 +422,7 @@ def test_server_mounts_models_read_only(render: Render) -> None:
 def test_autoscaling_owns_the_replica_count(render: Render) -> None:
     """With autoscaling on, an HPA targets the Deployment, which sets no replicas of its own."""
     documents = render(EVERYTHING)
-    deployment = find(documents, "Deployment")
+    deployment = find(documents, "Deployment", RELEASE)
     hpa = find(documents, "HorizontalPodAutoscaler")
     assert "replicas" not in deployment["spec"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
@@ -412,7 +434,7 @@ def test_pod_disruption_budget_selects_the_pods(render: Render) -> None:
     """The PodDisruptionBudget selects exactly the Deployment's pods."""
     documents = render()
     budget = find(documents, "PodDisruptionBudget")
-    selector = find(documents, "Deployment")["spec"]["selector"]
+    selector = find(documents, "Deployment", RELEASE)["spec"]["selector"]
     assert budget["spec"]["selector"] == selector
     assert budget["spec"]["maxUnavailable"] == 1
 
@@ -421,7 +443,7 @@ def test_service_monitor_scrapes_the_service_http_port(render: Render) -> None:
     """The ServiceMonitor selects the Service by its labels and scrapes /metrics on its port."""
     documents = render(EVERYTHING)
     monitor = find(documents, "ServiceMonitor")
-    service = find(documents, "Service")
+    service = find(documents, "Service", RELEASE)
     labels = service["metadata"]["labels"]
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -435,7 +457,9 @@ def test_service_monitor_scrapes_the_service_http_port(render: Render) -> None:
 
 def test_pods_carry_prometheus_scrape_annotations(render: Render) -> None:
     """The pod template announces /metrics on the container port to Prometheus."""
-    annotations = find(render(), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    annotations = find(render(), "Deployment", RELEASE)["spec"]["template"]["metadata"][
+        "annotations"
+    ]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == "8080"
     assert annotations["prometheus.io/path"] == "/metrics"
@@ -445,7 +469,7 @@ def test_config_change_rolls_the_pods(render: Render) -> None:
     """A changed config.toml changes the pod template's checksum, so an upgrade restarts pods."""
 
     def checksum(*assignments: str) -> str:
-        deployment = find(render(set=assignments), "Deployment")
+        deployment = find(render(set=assignments), "Deployment", RELEASE)
         return deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
 
     assert checksum() != checksum("config.logging.level=debug")
@@ -453,11 +477,11 @@ def test_config_change_rolls_the_pods(render: Render) -> None:
 
 def test_chart_created_models_claim_is_kept_on_uninstall(render: Render) -> None:
     """The models PersistentVolumeClaim carries helm.sh/resource-policy: keep."""
-    claim = find(render(EVERYTHING), "PersistentVolumeClaim")
+    claim = find(render(EVERYTHING), "PersistentVolumeClaim", f"{RELEASE}-models")
     assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert claim["spec"]["storageClassName"] == "fast"
     existing = render(EVERYTHING, set=("modelStorage.persistentVolumeClaim.existingClaim=mine",))
-    assert "PersistentVolumeClaim" not in kinds(existing)
+    assert f"{RELEASE}-models" not in _names(existing, "PersistentVolumeClaim")
 
 
 @pytest.mark.parametrize(
@@ -474,22 +498,19 @@ def test_chart_created_models_claim_is_kept_on_uninstall(render: Render) -> None
         "inferencePool.endpointPicker.failureMode=Sometimes",
         "keda.prometheus.serverAddress=prometheus:9090",
         "keda.bogus=1",
+        "inferencePool.endpointPicker.replicas=0",
+        "inferencePool.endpointPicker.image.tag=",
+        "inferencePool.endpointPicker.flags.Bad_Flag=1",
+        "inferencePool.endpointPicker.bogus=1",
+        "kvCacheStorage.type=hostPath",
+        "kvCacheStorage.persistentVolumeClaim.accessModes={Sometimes}",
+        "config.cache.disk_eviction_policy=random",
+        "config.cache.disk_size_mb=-1",
     ],
 )
-def test_schema_rejects_invalid_values(
-    helm: Path, helm_env: dict[str, str], assignment: str
-) -> None:
+def test_schema_rejects_invalid_values(render_error: Callable[..., str], assignment: str) -> None:
     """values.schema.json refuses unknown keys and invalid values before anything renders."""
-    result = subprocess.run(
-        [str(helm), "template", "llmserve", str(CHART), "--set", assignment],
-        capture_output=True,
-        text=True,
-        env=helm_env,
-        check=False,
-        timeout=120,
-    )
-    assert result.returncode != 0
-    assert "schema" in result.stderr
+    assert "schema" in render_error(set=(assignment,))
 
 
 def test_chart_app_version_is_the_package_version() -> None:

@@ -115,3 +115,91 @@ are those both a ServiceMonitor and annotation-based pod scraping attach.
 {{- define "llmserve.waitingQuery" -}}
 {{- .Values.keda.prometheus.query | default (printf "sum(llm_engine_requests_waiting{namespace=%q, pod=~%q})" .Release.Namespace (printf "%s-.*" (include "llmserve.fullname" .))) }}
 {{- end }}
+
+{{/*
+The endpoint picker's own labels (inferencePool.endpointPicker.deploy). Its name differs from
+the server's, so that the server's selectors (Service, PodDisruptionBudget, InferencePool,
+ServiceMonitor) never match the picker's pods or Service.
+*/}}
+{{- define "llmserve.endpointPickerSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-epp" (include "llmserve.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: endpoint-picker
+{{- end }}
+
+{{- define "llmserve.endpointPickerLabels" -}}
+helm.sh/chart: {{ include "llmserve.chart" . }}
+{{ include "llmserve.endpointPickerSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.inferencePool.endpointPicker.image.tag | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The most pods the Deployment may run: the autoscaler's maximum, else replicaCount. */}}
+{{- define "llmserve.maxPods" -}}
+{{- if .Values.keda.enabled }}
+{{- .Values.keda.maxReplicas }}
+{{- else if .Values.autoscaling.enabled }}
+{{- .Values.autoscaling.maxReplicas }}
+{{- else }}
+{{- .Values.replicaCount }}
+{{- end }}
+{{- end }}
+
+{{/* [cache] disk_dir: where the KV-cache volume is mounted (kvCacheStorage.enabled). */}}
+{{- define "llmserve.kvCacheDir" -}}
+/var/cache/llmserve/kv
+{{- end }}
+
+{{/*
+Refuse a KV-cache volume that several pods would use wrongly: a claim is one folder for every
+pod, which only a shared disk tier (disk_shared) may use, and only on storage every node can
+write (ReadWriteMany).
+*/}}
+{{- define "llmserve.validateKvCacheStorage" -}}
+{{- $storage := .Values.kvCacheStorage }}
+{{- $shared := .Values.config.cache.disk_shared }}
+{{- $maxPods := include "llmserve.maxPods" . | int }}
+{{- if and $shared (not $storage.enabled) }}
+{{- fail "config.cache.disk_shared needs the KV-cache volume: set kvCacheStorage.enabled=true with kvCacheStorage.type=persistentVolumeClaim (a ReadWriteMany claim)" }}
+{{- end }}
+{{- if $storage.enabled }}
+{{- if and $shared (ne $storage.type "persistentVolumeClaim") }}
+{{- fail "config.cache.disk_shared needs kvCacheStorage.type=persistentVolumeClaim: an emptyDir is private to its pod, so there is nothing to share" }}
+{{- end }}
+{{- if eq $storage.type "persistentVolumeClaim" }}
+{{- if and (not $shared) (gt $maxPods 1) }}
+{{- fail (printf "kvCacheStorage is one claim for up to %d pods: set config.cache.disk_shared=true (its files are then shared safely), or use kvCacheStorage.type=emptyDir for a disk tier per pod" $maxPods) }}
+{{- end }}
+{{- if and $shared (gt $maxPods 1) (not $storage.persistentVolumeClaim.existingClaim) (not (has "ReadWriteMany" $storage.persistentVolumeClaim.accessModes)) }}
+{{- fail (printf "config.cache.disk_shared with up to %d pods needs a ReadWriteMany claim (kvCacheStorage.persistentVolumeClaim.accessModes has %s): a ReadWriteOnce volume attaches to one node only" $maxPods (join ", " $storage.persistentVolumeClaim.accessModes)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A PersistentVolumeClaim "<full name>-<name>" from a persistentVolumeClaim value block
+(size, storageClass, accessModes, keep), given as (dict "root" . "name" NAME "claim" BLOCK).
+*/}}
+{{- define "llmserve.claim" -}}
+{{- $claim := .claim }}
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {{ include "llmserve.fullname" .root }}-{{ .name }}
+  labels:
+    {{- include "llmserve.labels" .root | nindent 4 }}
+  {{- if $claim.keep }}
+  annotations:
+    helm.sh/resource-policy: keep
+  {{- end }}
+spec:
+  accessModes:
+    {{- toYaml $claim.accessModes | nindent 4 }}
+  {{- with $claim.storageClass }}
+  storageClassName: {{ . | quote }}
+  {{- end }}
+  resources:
+    requests:
+      storage: {{ $claim.size | quote }}
+{{- end }}
