@@ -148,6 +148,7 @@ class FakeEngine:
     requests: list[GenerationRequest] = field(factory=list)
     tools: list[list[dict[str, Any]] | None] = field(factory=list)  # per render_chat call
     chats: list[list[dict[str, Any]]] = field(factory=list)
+    variables: list[dict[str, Any]] = field(factory=list)  # per render_chat call
     generations: list[FakeGeneration] = field(factory=list)
 
     def models(self) -> Sequence[ModelInfo]:
@@ -170,9 +171,11 @@ class FakeEngine:
         model: str | None = None,
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> str:
         self.chats.append([dict(m) for m in messages])
         self.tools.append(None if tools is None else [dict(t) for t in tools])
+        self.variables.append(dict(variables or {}))
         if self.render_gate is not None:
             self.render_gate.wait(timeout=60)
         turns = "".join(f"<|{m['role']}|> {m['content']}\n" for m in messages)

@@ -148,6 +148,8 @@ class TemplateSource:
     bos_token: str
     eos_token: str
     tool_format: str | None = None  # [model] tool_format; None: recognised from the template
+    # [model] chat_template_kwargs: extra variables of every render
+    variables: Mapping[str, Any] = field(factory=dict, hash=False)
 
 
 class ChatRenderer(Protocol):
@@ -162,6 +164,7 @@ class ChatRenderer(Protocol):
         messages: Sequence[Mapping[str, Any]],
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> str: ...
 
 
@@ -211,9 +214,10 @@ class Engine(Protocol):
         model: str | None = None,
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> str:
         """Turn chat messages (and the tools the model may call) into prompt text with the
-        chat template of ``model``."""
+        chat template of ``model``; ``variables``: the request's extra template variables."""
         ...
 
     def tool_format(self, model: str | None = None) -> str:

@@ -166,10 +166,11 @@ class LlamaEngine:
         model: str | None = None,
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> str:
         if self._template is None:
             raise ServiceUnavailable("the model is still loading")
-        return self._template.render(messages, tools=tools)
+        return self._template.render(messages, tools=tools, variables=variables)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -203,6 +204,7 @@ class LlamaEngine:
                 bos_token=model.facts.bos_token,
                 eos_token=model.facts.eos_token,
                 tool_format=settings.tool_format,
+                variables=settings.chat_template_kwargs,
             )
         )
 

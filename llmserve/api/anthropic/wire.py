@@ -119,12 +119,39 @@ class ToolChoice:
     disable_parallel_tool_use: bool = False
 
 
+# Anthropic's floor for a thinking budget, and its words when a request breaks it or the
+# budget leaves max_tokens no room.
+MIN_THINKING_BUDGET = 1024
+THINKING_DOCS = (
+    "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+    "#max-tokens-and-context-window-size"
+)
+
+
 @frozen(kw_only=True)
 class Thinking:
-    """Accepted; models that reason do so as their template makes them."""
+    """The reasoning switch: ``enabled`` (with a budget, checked as Anthropic checks it) and
+    ``adaptive`` turn the template's thinking on, ``disabled`` off (``prompt.switches``).
+    The budget itself is not enforced: the answer's max_tokens bounds the thinking too."""
 
     type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.type != "enabled":
+            return
+        # No param: the codec names the field "thinking", and the message says the rest.
+        if self.budget_tokens is None:
+            raise InvalidRequest("thinking.enabled.budget_tokens: Field required")
+        if self.budget_tokens < MIN_THINKING_BUDGET:
+            raise InvalidRequest(
+                "thinking.enabled.budget_tokens: Input should be greater than or equal to "
+                f"{MIN_THINKING_BUDGET}"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self.type != "disabled"
 
 
 @frozen(kw_only=True)
@@ -148,6 +175,20 @@ class MessagesRequest(MessagesInput):
     top_k: int | None = field(default=None, validator=_between(0, float("inf")))
     metadata: dict[str, Any] | None = None
     stream: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        thinking = self.thinking
+        if (
+            thinking is not None
+            and thinking.budget_tokens is not None
+            and thinking.type == "enabled"
+            and self.max_tokens <= thinking.budget_tokens
+        ):
+            raise InvalidRequest(
+                "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult "
+                f"our documentation at {THINKING_DOCS}",
+                param="max_tokens",
+            )
 
 
 # -- responses --------------------------------------------------------------------------------
