@@ -362,10 +362,22 @@ _SCHEMAS: dict[str, Schema] = {
 
 # -- Anthropic Messages -----------------------------------------------------------------------
 
+# A prefix cache hint (api/anthropic/breakpoints.py); at most 4 in a request, else a 400.
+_CACHE_CONTROL: Schema = _nullable(
+    {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"const": "ephemeral"}, "ttl": _nullable({"enum": ["5m", "1h"]})},
+    }
+)
 _TEXT_BLOCK: Schema = {
     "type": "object",
     "required": ["type", "text"],
-    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+    "properties": {
+        "type": {"const": "text"},
+        "text": {"type": "string"},
+        "cache_control": _CACHE_CONTROL,
+    },
 }
 _BLOCK: Schema = {
     "oneOf": [
@@ -378,6 +390,7 @@ _BLOCK: Schema = {
                 "id": {"type": "string"},
                 "name": {"type": "string"},
                 "input": {"type": "object"},
+                "cache_control": _CACHE_CONTROL,
             },
         },
         {
@@ -394,6 +407,7 @@ _BLOCK: Schema = {
                     ]
                 },
                 "is_error": {"type": "boolean"},
+                "cache_control": _CACHE_CONTROL,
             },
         },
         {
@@ -431,6 +445,7 @@ _MESSAGES_INPUT: dict[str, Schema] = {
                     "description": _nullable({"type": "string"}),
                     "input_schema": {"type": "object"},
                     "type": _nullable({"const": "custom"}),
+                    "cache_control": _CACHE_CONTROL,
                 },
             },
         }

@@ -111,6 +111,7 @@ class FakeGeneration:
             completion_tokens=len(self.pieces),
             cached_tokens=self.engine.cached_tokens,
             draft_accepted=self.engine.draft_accepted,
+            cache_written_tokens=self.engine.cache_written_tokens,
         )
 
     def cancel(self) -> None:
@@ -129,6 +130,7 @@ class FakeEngine:
     created: int = 1_700_000_000
     cached_tokens: int = 0
     draft_accepted: int = 0  # reported in usage, as if speculative drafts were accepted
+    cache_written_tokens: int = 0  # reported in usage, as if a checkpoint save stored them
     cache_hit_rate: float = 0.0
     delay_s: float = 0.0  # between pieces, to test disconnects
     finish_on_last_piece: bool = False  # True: no separate empty final event

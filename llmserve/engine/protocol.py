@@ -62,6 +62,9 @@ class GenerationRequest:
     # False: compute the prompt from scratch in batches of its own (reproducible greedy
     # output); None: the server's [cache] cache_prompt.
     cache_prompt: bool | None = None
+    # Where a text prompt's KV is worth keeping (Anthropic cache_control breakpoints), as
+    # character offsets into it: the engine saves the state there while reading the prompt.
+    checkpoints: tuple[int, ...] = ()
 
 
 @frozen
@@ -72,6 +75,8 @@ class Usage:
     completion_tokens: int
     cached_tokens: int = 0
     draft_accepted: int = 0  # completion tokens that came from accepted speculative drafts
+    # Prompt tokens beyond cached_tokens that a checkpoint save put into the prefix cache
+    cache_written_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

@@ -26,6 +26,7 @@ WEATHER = {
         "required": ["city"],
     },
 }
+CACHED_SYSTEM = "You are a careful assistant who answers in one short sentence."
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 
 
@@ -88,19 +89,20 @@ def test_system_and_blocks_reach_the_template(client: TestClient[Any], engine: F
         **BODY,
         "system": [{"type": "text", "text": "be brief"}, {"type": "text", "text": "be kind"}],
         "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {}}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}],
+            },
             {"role": "assistant", "content": "hello"},
             {"role": "user", "content": "again"},
         ],
     }
     post(client, body)
-    assert engine.chats == [
-        [
-            {"role": "system", "content": "be brief\nbe kind"},
-            {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": "hello"},
-            {"role": "user", "content": "again"},
-        ]
+    assert engine.chats[0] == [
+        {"role": "system", "content": "be brief\nbe kind"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "again"},
     ]
 
 
@@ -502,3 +504,42 @@ def test_enabled_thinking_without_a_budget_is_refused(client: TestClient[Any]) -
     response = post(client, {**BODY, "thinking": {"type": "enabled"}})
     assert response.status_code == 400
     assert response.json()["error"]["message"] == "thinking.enabled.budget_tokens: Field required"
+
+
+def test_marked_prefixes_reach_the_engine_as_offsets(
+    client: TestClient[Any], engine: FakeEngine
+) -> None:
+    """/v1/messages sends the engine the character offset where the system mark ends."""
+    body = {
+        "model": "m",
+        "max_tokens": 4,
+        "system": [{"type": "text", "text": CACHED_SYSTEM, "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+    }
+    assert client.post("/v1/messages", json=body).status_code == 200
+    request = engine.requests[-1]
+    assert isinstance(request.prompt, str)
+    (offset,) = request.checkpoints
+    # The fake template writes "<|role|> content\n" per turn: the user's text comes next.
+    assert request.prompt[:offset] == f"<|system|> {CACHED_SYSTEM}\n<|user|> "
+
+
+def test_unmarked_requests_send_no_offsets(client: TestClient[Any], engine: FakeEngine) -> None:
+    """Without cache_control the engine gets no checkpoints and the template one render."""
+    body = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+    assert client.post("/v1/messages", json=body).status_code == 200
+    assert engine.requests[-1].checkpoints == ()
+    assert len(engine.chats) == 1
+
+
+def test_cache_creation_tokens_are_the_engines_written_tokens(engine: FakeEngine) -> None:
+    """usage.cache_creation_input_tokens: what a checkpoint save stored; input_tokens the rest."""
+    engine.cached_tokens, engine.cache_written_tokens = 3, 5
+    words = "one two three four five six seven eight nine ten"
+    body = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": words}]}
+    with TestClient(fake_app(engine)) as client:
+        usage = client.post("/v1/messages", json=body).json()["usage"]
+    assert usage["cache_read_input_tokens"] == 3
+    assert usage["cache_creation_input_tokens"] == 5
+    prompt = engine.generations[-1].prompt_tokens
+    assert usage["input_tokens"] == prompt - 3 - 5
