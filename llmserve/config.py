@@ -87,6 +87,65 @@ def _no_empty_items(_instance: Any, _attribute: attrs.Attribute[Any], value: tup
         raise ValueError("must not contain an empty string")
 
 
+# Variables every chat template render gets from the server itself (``prompt.chat``) and the
+# sandbox's own globals: a [model] chat_template_kwargs key (or a request's) may not replace
+# them. Here, below the prompt layer, so that config can check its key and prompt use it.
+SERVER_TEMPLATE_VARIABLES = frozenset(
+    {
+        "messages",
+        "tools",
+        "add_generation_prompt",
+        "bos_token",
+        "eos_token",
+        "strftime_now",
+        "raise_exception",
+        "range",
+        "dict",
+        "lipsum",
+        "cycler",
+        "joiner",
+        "namespace",
+    }
+)
+
+
+def json_value_problem(value: object, where: str) -> str | None:
+    """Why ``value`` is not JSON data a config file can hold too (strings, finite numbers,
+    booleans, arrays, objects with string keys; TOML has no null), or None if it is."""
+    if value is None:
+        return f"{where} is null (TOML has none; leave the key out)"
+    if isinstance(value, str | bool | int):
+        return None
+    if isinstance(value, float):
+        return None if value == value and abs(value) != float("inf") else f"{where} is not finite"
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            problem = json_value_problem(item, f"{where}[{i}]")
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} has a key that is not a string"
+            problem = json_value_problem(item, f"{where}.{key}")
+            if problem is not None:
+                return problem
+        return None
+    return f"{where} is a {type(value).__name__}, not a JSON value"
+
+
+def _template_kwargs(
+    _instance: Any, _attribute: attrs.Attribute[Any], value: dict[str, Any]
+) -> None:
+    for key, item in value.items():
+        if key in SERVER_TEMPLATE_VARIABLES:
+            raise ValueError(f"{key!r} is set by the server and cannot be given here")
+        problem = json_value_problem(item, key)
+        if problem is not None:
+            raise ValueError(problem)
+
+
 @frozen
 class ServerSettings:
     host: str = field(default="127.0.0.1", validator=_not_empty)
@@ -141,6 +200,11 @@ class ModelSettings:
     # How the model writes tool calls; None: recognised from the chat template.
     tool_format: ToolFormat | None = field(
         default=None, validator=attrs.validators.optional(_one_of(ToolFormat))
+    )
+    # Extra variables of every chat template render (e.g. {enable_thinking = false} for Qwen3);
+    # a request's chat_template_kwargs and reasoning switches override them key by key.
+    chat_template_kwargs: dict[str, Any] = field(
+        factory=dict, validator=_template_kwargs, hash=False
     )
 
 
@@ -289,6 +353,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "ngram_size": ("model", "ngram_size"),
     "default_max_tokens": ("model", "default_max_tokens"),
     "tool_format": ("model", "tool_format"),
+    "chat_template_kwargs": ("model", "chat_template_kwargs"),
     "cache_enabled": ("cache", "enabled"),
     "cache_size_mb": ("cache", "max_size_mb"),
     "cache_eviction_policy": ("cache", "eviction_policy"),
@@ -547,6 +612,15 @@ def _coerce(raw: object, annotation: Any, *, textual: bool) -> object:
         if isinstance(raw, str):
             return raw
         raise ValueError("must be a string")
+    if typing.get_origin(annotation) is dict:  # dict[str, Any]: a TOML table or JSON object
+        if textual and isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raise ValueError("not a JSON object") from None
+        if not isinstance(raw, dict):
+            raise ValueError("must be a table (a JSON object in the environment)")
+        return raw
     if typing.get_origin(annotation) is tuple:  # tuple[str, ...]: a TOML array of strings
         if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
             return tuple(raw)
@@ -563,4 +637,7 @@ def _toml_value(value: object) -> str:
         return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):  # an inline table; keys quoted, as any string may be one
+        items = (f"{json.dumps(key)} = {_toml_value(item)}" for key, item in value.items())
+        return "{" + ", ".join(items) + "}"
     return str(value)

@@ -1,8 +1,10 @@
 """Replay of Claude-Code-shaped sessions over /v1/messages, llmserve beside llama-server.
 
-Each session is what Claude Code sends: a system prompt whose first line is the per-conversation
-``x-anthropic-billing-header: ...;`` line, then a long stable instruction text, ~15 tool
-definitions, and turns that append an assistant ``tool_use`` and a user ``tool_result``. Several
+Each session is what Claude Code sends: a system prompt whose first block is the
+per-conversation ``x-anthropic-billing-header: ...;`` line, then a long stable instruction text,
+~15 tool definitions, and turns that append an assistant ``tool_use`` and a user
+``tool_result``; the instruction block and the last tool carry ``cache_control`` marks, as
+Claude Code's do (llama-server ignores them, llmserve keeps the state at their end). Several
 sessions run one after another on a fresh server. What matters to a user is each new session's
 first request: its time to the first streamed token (TTFT) and how much of its prompt came from
 the prefix cache. A server whose cache keys on the exact prompt start loses everything to the
@@ -68,12 +70,19 @@ def tools() -> list[dict[str, Any]]:
     ]
 
 
+CACHE_CONTROL = {"type": "ephemeral"}
+
+
 def session_body(session: int, turn: int, tool_schema: bool) -> dict[str, Any]:
     """Turn ``turn`` (0-based) of session ``session``: the whole conversation so far."""
     billing = f"x-anthropic-billing-header: cc_version=2.1.70.{session}; cch={session * 7919:05d};"
-    system = f"{billing}\n{INSTRUCTIONS}"
+    instructions = INSTRUCTIONS
     if not tool_schema:  # the peer refused structured tools: the same text in the system prompt
-        system += "\n" + json.dumps(tools())
+        instructions += "\n" + json.dumps(tools())
+    system = [
+        {"type": "text", "text": billing},
+        {"type": "text", "text": instructions, "cache_control": CACHE_CONTROL},
+    ]
     messages: list[dict[str, Any]] = [
         {"role": "user", "content": f"Session {session}: fix the failing test in module {session}."}
     ]
@@ -112,6 +121,7 @@ def session_body(session: int, turn: int, tool_schema: bool) -> dict[str, Any]:
     }
     if tool_schema:
         body["tools"] = tools()
+        body["tools"][-1]["cache_control"] = CACHE_CONTROL
     return body
 
 
@@ -146,7 +156,10 @@ def take_turn(client: httpx.Client, body: dict[str, Any], session: int, turn: in
                 usage |= event.get("usage") or {}
     cached = usage.get("cache_read_input_tokens")
     fresh = usage.get("input_tokens")
-    prompt = None if fresh is None else fresh + (cached or 0)
+    # Anthropic's three input counts add up to the prompt (llmserve reports a breakpoint's
+    # saved tokens as cache creation).
+    created = usage.get("cache_creation_input_tokens") or 0
+    prompt = None if fresh is None else fresh + (cached or 0) + created
     return Turn(
         session, turn, ttft if ttft is not None else time.monotonic() - started, prompt, cached
     )

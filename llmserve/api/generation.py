@@ -51,6 +51,8 @@ class ChatInput:
 
     messages: Sequence[Mapping[str, Any]]  # role, content text, tool_calls, tool_call_id
     tools: Sequence[Mapping[str, Any]] | None  # OpenAI function tools; None: none offered
+    # Extra template variables (prompt.switches): chat_template_kwargs, reasoning switches
+    variables: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 class Reply(Protocol):
@@ -107,7 +109,9 @@ async def resolve_model(request: Request[Any, Any, Any], state: AppState, name: 
 
 async def render_chat(state: AppState, chat: ChatInput, model: str) -> str:
     """The prompt text of ``chat`` with ``model``'s chat template, rendered off the loop."""
-    return await state.renderer.render(state.engine, chat.messages, model=model, tools=chat.tools)
+    return await state.renderer.render(
+        state.engine, chat.messages, model=model, tools=chat.tools, variables=chat.variables
+    )
 
 
 def usage_or_count(usage: protocol.Usage | None, record: RequestRecord) -> protocol.Usage:

@@ -8,12 +8,14 @@ request gets no 5xx, and every answer matches its schema, errors in the OpenAI e
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 from litestar import Response, get
 
-from llmserve.api.anthropic.wire import UNSUPPORTED_BLOCKS
+from llmserve.api.anthropic.wire import MIN_THINKING_BUDGET, UNSUPPORTED_BLOCKS
 from llmserve.api.openai import codec, wire
+from llmserve.prompt.switches import ReasoningEffort
 
 JSON = "application/json"
 Schema = dict[str, Any]
@@ -41,6 +43,7 @@ def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+_REASONING_EFFORTS = typing.get_args(ReasoningEffort)
 _STOP_STRING: Schema = {"type": "string", "minLength": 1, "maxLength": wire.MAX_STOP_CHARS}
 _TOKEN_IDS: Schema = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
 
@@ -164,6 +167,17 @@ _SCHEMAS: dict[str, Schema] = {
             },
             "logprobs": {"type": "boolean"},
             "top_logprobs": _integer(0, 20),
+            "chat_template_kwargs": _nullable(
+                {
+                    "type": "object",
+                    "description": (
+                        "Extra variables of the chat template's render, e.g. "
+                        '{"enable_thinking": false}; names the server sets (messages, tools, '
+                        "add_generation_prompt, bos_token, eos_token, ...) are a 400."
+                    ),
+                }
+            ),
+            "reasoning_effort": _nullable({"enum": list(_REASONING_EFFORTS)}),
         },
     },
     "CompletionRequest": {
@@ -348,10 +362,22 @@ _SCHEMAS: dict[str, Schema] = {
 
 # -- Anthropic Messages -----------------------------------------------------------------------
 
+# A prefix cache hint (api/anthropic/breakpoints.py); at most 4 in a request, else a 400.
+_CACHE_CONTROL: Schema = _nullable(
+    {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"const": "ephemeral"}, "ttl": _nullable({"enum": ["5m", "1h"]})},
+    }
+)
 _TEXT_BLOCK: Schema = {
     "type": "object",
     "required": ["type", "text"],
-    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+    "properties": {
+        "type": {"const": "text"},
+        "text": {"type": "string"},
+        "cache_control": _CACHE_CONTROL,
+    },
 }
 _BLOCK: Schema = {
     "oneOf": [
@@ -364,6 +390,7 @@ _BLOCK: Schema = {
                 "id": {"type": "string"},
                 "name": {"type": "string"},
                 "input": {"type": "object"},
+                "cache_control": _CACHE_CONTROL,
             },
         },
         {
@@ -380,6 +407,7 @@ _BLOCK: Schema = {
                     ]
                 },
                 "is_error": {"type": "boolean"},
+                "cache_control": _CACHE_CONTROL,
             },
         },
         {
@@ -417,6 +445,7 @@ _MESSAGES_INPUT: dict[str, Schema] = {
                     "description": _nullable({"type": "string"}),
                     "input_schema": {"type": "object"},
                     "type": _nullable({"const": "custom"}),
+                    "cache_control": _CACHE_CONTROL,
                 },
             },
         }
@@ -438,7 +467,7 @@ _MESSAGES_INPUT: dict[str, Schema] = {
             "required": ["type"],
             "properties": {
                 "type": {"enum": ["enabled", "disabled", "adaptive"]},
-                "budget_tokens": _integer(0),
+                "budget_tokens": _integer(MIN_THINKING_BUDGET),
             },
         }
     ),
@@ -612,7 +641,15 @@ _RESPONSES_INPUT: dict[str, Schema] = {
             },
         }
     ),
-    "reasoning": _nullable({"type": "object"}),
+    "reasoning": _nullable(
+        {
+            "type": "object",
+            "properties": {
+                "effort": _nullable({"enum": list(_REASONING_EFFORTS)}),
+                "summary": _nullable({"type": "string"}),
+            },
+        }
+    ),
 }
 _RESPONSES_SCHEMAS: dict[str, Schema] = {
     "ResponsesRequest": {

@@ -34,8 +34,11 @@ class TemplateRenderer:
         *,
         model: str,
         tools: Sequence[Mapping[str, Any]] | None,
+        variables: Mapping[str, Any] | None = None,
     ) -> str:
-        call = functools.partial(engine.render_chat, messages, model=model, tools=tools)
+        call = functools.partial(
+            engine.render_chat, messages, model=model, tools=tools, variables=variables
+        )
         # The request's context (its request_id for logs) goes along, as with to_thread.
         context = contextvars.copy_context()
         return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, call)

@@ -6,6 +6,10 @@ cache tier holds one policy object and never asks which it is.
 - LRU: the entry used longest ago goes first (an insert counts as a use).
 - LFU: the entry used fewest times goes first; ties go to the one used longest ago.
 - FIFO: the entry inserted first goes first; use does not matter.
+
+``KeepPriority`` puts two such orders in one byte budget: entries a client asked to keep
+(saved at an Anthropic ``cache_control`` breakpoint) go only after every ordinary entry, unless
+they hold more than their share of the budget, so they can never starve the ordinary ones.
 """
 
 from __future__ import annotations
@@ -93,3 +97,59 @@ class LFU:
 def make_policy(name: PolicyName) -> EvictionPolicy:
     policies: dict[str, type[LRU] | type[LFU]] = {"lru": LRU, "lfu": LFU, "fifo": FIFO}
     return policies[name]()
+
+
+KEPT_SHARE = 0.5  # of a tier's budget that kept entries may hold before they are evicted first
+
+
+class KeepPriority:
+    """Ordinary and kept keys, each class in its own ``name`` policy's order, in one budget.
+
+    The victim is the ordinary class's while it has keys and the kept ones hold at most
+    ``kept_share`` of ``budget`` bytes; else the kept class's.
+    """
+
+    def __init__(self, name: PolicyName, budget: int, kept_share: float = KEPT_SHARE) -> None:
+        self._ordinary = make_policy(name)
+        self._kept = make_policy(name)
+        self._kept_keys: dict[Hashable, int] = {}  # key -> size
+        self._ordinary_count = 0
+        self.kept_bytes = 0
+        self._kept_limit = budget * kept_share
+
+    def insert(self, key: Hashable, size: int, *, kept: bool = False) -> None:
+        """A new key of ``size`` bytes (not present)."""
+        if kept:
+            self._kept.insert(key)
+            self._kept_keys[key] = size
+            self.kept_bytes += size
+        else:
+            self._ordinary.insert(key)
+            self._ordinary_count += 1
+
+    def touch(self, key: Hashable) -> None:
+        self._class_of(key).touch(key)
+
+    def keep(self, key: Hashable, size: int) -> None:
+        """A present ordinary key is to be kept from now on (a no-op if it is already)."""
+        if key not in self._kept_keys:
+            self.remove(key)
+            self.insert(key, size, kept=True)
+
+    def remove(self, key: Hashable) -> None:
+        size = self._kept_keys.pop(key, None)
+        if size is None:
+            self._ordinary.remove(key)
+            self._ordinary_count -= 1
+        else:
+            self._kept.remove(key)
+            self.kept_bytes -= size
+
+    def victim(self) -> Hashable:
+        """The key to evict next; there must be one. Does not remove it."""
+        if self._ordinary_count and (not self._kept_keys or self.kept_bytes <= self._kept_limit):
+            return self._ordinary.victim()
+        return self._kept.victim()
+
+    def _class_of(self, key: Hashable) -> EvictionPolicy:
+        return self._kept if key in self._kept_keys else self._ordinary

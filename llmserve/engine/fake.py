@@ -111,6 +111,7 @@ class FakeGeneration:
             completion_tokens=len(self.pieces),
             cached_tokens=self.engine.cached_tokens,
             draft_accepted=self.engine.draft_accepted,
+            cache_written_tokens=self.engine.cache_written_tokens,
         )
 
     def cancel(self) -> None:
@@ -129,6 +130,7 @@ class FakeEngine:
     created: int = 1_700_000_000
     cached_tokens: int = 0
     draft_accepted: int = 0  # reported in usage, as if speculative drafts were accepted
+    cache_written_tokens: int = 0  # reported in usage, as if a checkpoint save stored them
     cache_hit_rate: float = 0.0
     delay_s: float = 0.0  # between pieces, to test disconnects
     finish_on_last_piece: bool = False  # True: no separate empty final event
@@ -148,6 +150,7 @@ class FakeEngine:
     requests: list[GenerationRequest] = field(factory=list)
     tools: list[list[dict[str, Any]] | None] = field(factory=list)  # per render_chat call
     chats: list[list[dict[str, Any]]] = field(factory=list)
+    variables: list[dict[str, Any]] = field(factory=list)  # per render_chat call
     generations: list[FakeGeneration] = field(factory=list)
 
     def models(self) -> Sequence[ModelInfo]:
@@ -170,9 +173,11 @@ class FakeEngine:
         model: str | None = None,
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> str:
         self.chats.append([dict(m) for m in messages])
         self.tools.append(None if tools is None else [dict(t) for t in tools])
+        self.variables.append(dict(variables or {}))
         if self.render_gate is not None:
             self.render_gate.wait(timeout=60)
         turns = "".join(f"<|{m['role']}|> {m['content']}\n" for m in messages)

@@ -52,6 +52,9 @@ class Job:
     # False: no reused KV (live slot or prefix cache), and decoded in batches of its own, so
     # that greedy output does not depend on what was cached or what else is running.
     cache_prompt: bool = True
+    # Prompt positions (ascending, inside the prompt) where the state is saved into the prefix
+    # cache while the prompt is read, as a kept entry: a client's cache breakpoints.
+    checkpoints: tuple[int, ...] = ()
 
 
 @define
@@ -62,6 +65,7 @@ class Group:
     cached_tokens: int
     completion_tokens: int = 0
     draft_accepted: int = 0  # drafted tokens that verification accepted, all choices
+    cache_written: int = 0  # prompt tokens past cached_tokens that checkpoint saves stored
 
 
 @define
@@ -73,6 +77,7 @@ class Run:
     text: TextStream
     pending: list[int]  # prompt tokens still to decode
     group: Group
+    checkpoints: list[int] = field(factory=list)  # positions still to save at, ascending
     index: int = 0  # the choice; choices > 0 wait for choice 0's prompt, then fork its KV
     followers: list[Slot] = field(factory=list)  # choice 0: the slots of the other choices
     last_token: int | None = None  # sampled, not yet decoded

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from attrs import define, field, frozen
 
-from llmserve.engine.eviction import EvictionPolicy, PolicyName, make_policy
+from llmserve.engine.eviction import KeepPriority, PolicyName
 from llmserve.engine.kv_files import file_name, read_entry, read_header, write_entry
 from llmserve.engine.kv_folder import REFRESH_S, SharedFolder
 
@@ -98,6 +98,7 @@ class Entry:
     size: int
     data: bytearray | None = None  # in RAM; None while on disk only
     path: Path | None = None  # on disk
+    kept: bool = False  # saved at a client's cache breakpoint: evicted after ordinary entries
 
 
 @frozen
@@ -124,14 +125,14 @@ class _Tier:
     def __init__(self, name: str, budget: int, policy: PolicyName, stats: CacheStats) -> None:
         self.name = name
         self.budget = budget
-        self.policy: EvictionPolicy = make_policy(policy)
+        self.policy = KeepPriority(policy, budget)
         self.entries: dict[int, Entry] = {}
         self.used = 0
         self._stats = stats
 
     def add(self, entry: Entry) -> None:
         self.entries[entry.key] = entry
-        self.policy.insert(entry.key)
+        self.policy.insert(entry.key, entry.size, kept=entry.kept)
         self.used += entry.size
         self._count()
 
@@ -280,8 +281,11 @@ class PrefixCache:
 
     # --- store --------------------------------------------------------------------------
 
-    def store(self, tokens: Sequence[int], pos_min: int, data: bytearray) -> bool:
-        """Keep a saved state; False when it is too large for the budget or too short."""
+    def store(
+        self, tokens: Sequence[int], pos_min: int, data: bytearray, *, kept: bool = False
+    ) -> bool:
+        """Keep a saved state (``kept``: at a client's cache breakpoint, evicted after the
+        ordinary entries); False when it is too large for the budget or too short."""
         key_tokens = tuple(tokens)
         if len(key_tokens) < BLOCK or len(data) > self._ram.budget:
             return False
@@ -289,6 +293,7 @@ class PrefixCache:
         path = None
         if old is not None:
             path = self._by_key[old].path if self._shared is not None else None
+            kept = kept or self._by_key[old].kept
             self._forget(self._by_key[old], delete=self._shared is None)
         entry = Entry(
             key=next(self._keys),
@@ -297,6 +302,7 @@ class PrefixCache:
             size=len(data),
             data=data,
             path=path,
+            kept=kept,
         )
         self._insert(entry)
         if self._shared is not None:
@@ -305,10 +311,19 @@ class PrefixCache:
             self._shared.submit(key_tokens, pos_min, data)
         return True
 
-    def touch(self, tokens: Sequence[int]) -> None:
+    def touch(self, tokens: Sequence[int], *, keep: bool = False) -> None:
+        """A held entry was used again; ``keep``: at a cache breakpoint, kept from now on."""
         key = self._by_tokens.get(tuple(tokens))
-        if key is not None and key in self._ram.entries:
+        if key is None:
+            return
+        if key in self._ram.entries:
             self._ram.policy.touch(key)
+        if keep:
+            entry = self._by_key[key]
+            entry.kept = True
+            for tier in (self._ram, self._disk):
+                if tier is not None and key in tier.entries:
+                    tier.policy.keep(key, entry.size)
 
     def _insert(self, entry: Entry) -> None:
         ram = self._ram

@@ -62,6 +62,9 @@ class GenerationRequest:
     # False: compute the prompt from scratch in batches of its own (reproducible greedy
     # output); None: the server's [cache] cache_prompt.
     cache_prompt: bool | None = None
+    # Where a text prompt's KV is worth keeping (Anthropic cache_control breakpoints), as
+    # character offsets into it: the engine saves the state there while reading the prompt.
+    checkpoints: tuple[int, ...] = ()
 
 
 @frozen
@@ -72,6 +75,8 @@ class Usage:
     completion_tokens: int
     cached_tokens: int = 0
     draft_accepted: int = 0  # completion tokens that came from accepted speculative drafts
+    # Prompt tokens beyond cached_tokens that a checkpoint save put into the prefix cache
+    cache_written_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -148,6 +153,8 @@ class TemplateSource:
     bos_token: str
     eos_token: str
     tool_format: str | None = None  # [model] tool_format; None: recognised from the template
+    # [model] chat_template_kwargs: extra variables of every render
+    variables: Mapping[str, Any] = field(factory=dict, hash=False)
 
 
 class ChatRenderer(Protocol):
@@ -162,6 +169,7 @@ class ChatRenderer(Protocol):
         messages: Sequence[Mapping[str, Any]],
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> str: ...
 
 
@@ -211,9 +219,10 @@ class Engine(Protocol):
         model: str | None = None,
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> str:
         """Turn chat messages (and the tools the model may call) into prompt text with the
-        chat template of ``model``."""
+        chat template of ``model``; ``variables``: the request's extra template variables."""
         ...
 
     def tool_format(self, model: str | None = None) -> str:

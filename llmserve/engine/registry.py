@@ -210,10 +210,13 @@ class ModelRegistry:
         model: str | None = None,
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> str:
         # resolve() loaded the model; an engine keeps its template across an unload, so a
         # model unloaded since still renders (its submit loads it again).
-        return self._route(model).spec.engine.render_chat(messages, tools=tools)
+        return self._route(model).spec.engine.render_chat(
+            messages, tools=tools, variables=variables
+        )
 
     async def submit(self, request: GenerationRequest) -> HeldGeneration:
         chosen = self._hold(request.model)

@@ -13,6 +13,7 @@ from typing import Any
 import llama_cpp
 
 from llmserve.config import Settings
+from llmserve.engine.checkpoints import token_positions
 from llmserve.engine.embeddings import Embedder
 from llmserve.engine.jobs import SpecCounts
 from llmserve.engine.model import LlamaModel
@@ -166,10 +167,11 @@ class LlamaEngine:
         model: str | None = None,
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> str:
         if self._template is None:
             raise ServiceUnavailable("the model is still loading")
-        return self._template.render(messages, tools=tools)
+        return self._template.render(messages, tools=tools, variables=variables)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -203,6 +205,7 @@ class LlamaEngine:
                 bos_token=model.facts.bos_token,
                 eos_token=model.facts.eos_token,
                 tool_format=settings.tool_format,
+                variables=settings.chat_template_kwargs,
             )
         )
 
@@ -339,6 +342,7 @@ class LlamaEngine:
             raise ContextLengthExceeded(
                 prompt_tokens=len(tokens), max_tokens=max(max_tokens, 1), n_ctx=n_ctx
             )
+        checkpoints = await self._checkpoints(request, tokens, worker)
         generation = StreamedGeneration(worker)
         worker.submit(
             Job(
@@ -352,9 +356,27 @@ class LlamaEngine:
                 grammar=grammar,
                 cache_prompt=_or(request.cache_prompt, self._settings.cache.cache_prompt),
                 special=request.special_tokens,
+                checkpoints=checkpoints,
             )
         )
         return generation
+
+    async def _checkpoints(
+        self, request: GenerationRequest, tokens: list[int], worker: Worker
+    ) -> tuple[int, ...]:
+        """The token positions of a text prompt's checkpoints (none without a cache)."""
+        prompt = request.prompt
+        if not request.checkpoints or not isinstance(prompt, str) or worker.cache is None:
+            return ()
+        model = worker.model
+
+        def tokenize(text: str) -> list[int]:
+            return model.tokenize(text, add_special=model.add_bos)
+
+        # Up to a few more tokenizations of the prompt's head: off the loop, as long ones are.
+        return await asyncio.to_thread(
+            token_positions, prompt, request.checkpoints, tokens, tokenize
+        )
 
     def _grammar(self, request: GenerationRequest, model: LlamaModel) -> Gbnf | None:
         if request.grammar is None:

@@ -26,6 +26,7 @@ from typing import Any
 import attrs
 import llama_cpp
 
+from llmserve.engine.checkpoints import chunk_size, keep_reused, open_checkpoints
 from llmserve.engine.jobs import (
     Deliver,
     Group,
@@ -293,25 +294,34 @@ class Worker:
         slot.kv_tokens.extend(hit.entry.tokens)
         return True
 
-    def _save(self, slot: Slot) -> None:
-        """Copy a slot's KV state into the prefix cache (its live KV stays)."""
+    def _save(self, slot: Slot, *, kept: bool = False) -> bool:
+        """Copy a slot's KV state into the prefix cache (its live KV stays); ``kept``: as an
+        entry evicted after ordinary ones. True if a new entry was stored."""
         cache, tokens = self.cache, slot.kv_tokens
         if cache is None or len(tokens) < 2:
-            return
+            return False
         if cache.contains(tokens):
-            cache.touch(tokens)
-            return
+            cache.touch(tokens, keep=kept)
+            return False
         seq = slot.seq_id
         size = llama_cpp.llama_state_seq_get_size(self._ctx, seq)
         data = bytearray(size)
         buf = (ctypes.c_uint8 * size).from_buffer(data)
         n = llama_cpp.llama_state_seq_get_data(self._ctx, buf, size, seq)
         if n == 0:
-            return
+            return False
         del buf  # a live ctypes view would forbid resizing the bytearray
         if n != size:
             del data[n:]
-        cache.store(tokens, self._saved_pos_min(seq), data)
+        return cache.store(tokens, self._saved_pos_min(seq), data, kept=kept)
+
+    def _save_checkpoint(self, slot: Slot, run: Run) -> None:
+        """The prompt is read up to a client's cache breakpoint: keep the state there, so a
+        request with the same prefix (a new session's system prompt and tools) continues from
+        it, even on a sliding-window model whose longer entries cannot be cut back to it."""
+        position = run.checkpoints.pop(0)
+        if self._save(slot, kept=True):
+            run.group.cache_written = position - run.group.cached_tokens
 
     def _saved_pos_min(self, seq: int) -> int:
         """The first position a saved state of ``seq`` holds in every layer.
@@ -360,6 +370,8 @@ class Worker:
         self._outbox.append((job.sink, TokenEvent(text="", queue_wait_s=waited)))
         self._prompt_tokens += len(job.tokens)
         self._reused_tokens += reuse
+        if self.cache is not None:
+            keep_reused(self.cache, job, reuse)
         group = Group(remaining=job.n, cached_tokens=reuse)
         slot.run = Run(
             job=job,
@@ -368,6 +380,7 @@ class Worker:
             pending=job.tokens[reuse:],
             group=group,
             followers=followers,
+            checkpoints=open_checkpoints(job, reuse) if self.cache is not None else [],
         )
         for i, follower in enumerate(followers, start=1):
             follower.run = Run(
@@ -454,9 +467,9 @@ class Worker:
         for slot, run in sorted(active, key=lambda pair: pair[1].job.enqueued_at):
             if not run.pending or budget <= 0:
                 continue
-            chunk = run.pending[:budget]
-            del run.pending[: len(chunk)]
             base = len(slot.kv_tokens)
+            chunk = run.pending[: chunk_size(run, base, budget)]
+            del run.pending[: len(chunk)]
             last = len(chunk) - 1
             for i, token in enumerate(chunk):
                 is_last = i == last and not run.pending
@@ -492,6 +505,10 @@ class Worker:
                 if first:
                     self._flush_outbox()  # the first token goes out before the state copy
                     self._checkpoint_prompt(slot)
+        for slot, run in active:
+            if slot.run is run and run.checkpoints and len(slot.kv_tokens) == run.checkpoints[0]:
+                self._flush_outbox()  # other streams' tokens go out before the state copy
+                self._save_checkpoint(slot, run)
 
     def _draft(self, slot: Slot, run: Run, room: int) -> list[int]:
         """The tokens this run drafts after its last token this step (often none)."""
@@ -632,6 +649,7 @@ class Worker:
                 completion_tokens=group.completion_tokens,
                 cached_tokens=group.cached_tokens,
                 draft_accepted=group.draft_accepted,
+                cache_written_tokens=group.cache_written,
             )
         tail = "" if run.text.stopped else run.text.flush()
         event = TokenEvent(

@@ -149,6 +149,7 @@ class ChatTemplate:
         "_compiled",
         "bos_token",
         "clock",
+        "defaults",
         "eos_token",
         "handles_tools",
         "source",
@@ -166,6 +167,7 @@ class ChatTemplate:
         eos_token: str,
         clock: Callable[[], datetime] = datetime.now,
         tool_format: str | None = None,
+        defaults: Mapping[str, Any] | None = None,
     ) -> None:
         if override and override.strip():
             self.source, self.text = "override", override
@@ -181,6 +183,8 @@ class ChatTemplate:
         # The family whose calls the model writes: configured, else recognised from the text.
         self.tool_format = tool_format or toolformats.recognise(self.text).name
         self.clock = clock
+        # [model] chat_template_kwargs: variables of every render, a request's win key by key.
+        self.defaults: dict[str, Any] = dict(defaults or {})
         try:
             self._compiled = _environment().from_string(self.text)
         except jinja2.TemplateSyntaxError as exc:
@@ -199,6 +203,7 @@ class ChatTemplate:
             bos_token=source.bos_token,
             eos_token=source.eos_token,
             tool_format=source.tool_format,
+            defaults=source.variables,
         )
 
     def render(
@@ -207,13 +212,19 @@ class ChatTemplate:
         *,
         add_generation_prompt: bool = True,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> str:
-        """Render messages to prompt text; a template failure is the request's 400."""
+        """Render messages to prompt text; a template failure is the request's 400.
+
+        ``variables`` (checked by ``switches``: none the server sets) go on top of the
+        model's defaults, as extra template variables such as ``enable_thinking``."""
         if not self.handles_tools and (
             tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
         ):
             messages, tools = plain_messages(messages, tools), None
-        variables: dict[str, Any] = {
+        context: dict[str, Any] = {
+            **self.defaults,
+            **(variables or {}),
             "messages": messages,
             "add_generation_prompt": add_generation_prompt,
             "bos_token": self.bos_token,
@@ -222,13 +233,13 @@ class ChatTemplate:
         }
         # Templates test ``tools is defined``: only pass tools when the request has them.
         if tools is not None:
-            variables["tools"] = tools
+            context["tools"] = tools
         parts: list[str] = []
         size = 0
         budget = BUDGET.set(new_budget())
         try:
             # Streaming the render lets an over-long output stop early instead of filling RAM.
-            for part in self._compiled.generate(variables):
+            for part in self._compiled.generate(context):
                 size += len(part)
                 if size > MAX_RENDER_CHARS:
                     raise ChatTemplateError(

@@ -177,3 +177,44 @@ def test_turn_diverging_right_after_a_long_prompt_reuses_that_prompt(
     finally:
         worker.stop()
     assert usage.cached_tokens >= len(prompt) - 1
+
+
+def test_a_checkpoint_saved_mid_prompt_restores_to_the_fresh_logits(
+    model: LlamaModel, story: list[int]
+) -> None:
+    """A state saved at a checkpoint while the prompt was read (a cache_control breakpoint)
+    serves a prompt that shares only that prefix, with the logits of a fresh computation.
+
+    The first prompt runs far past the checkpoint (its window has moved on, and both slots
+    then hold other text), so the checkpoint's own entry is the only way to reuse the prefix.
+    """
+    checkpoint = 700
+    query = story[:checkpoint] + [story[5], story[9], story[17], story[33]] * 8
+    scratch = start_worker(model, None)
+    try:
+        fresh, _ = first_logits(scratch, query)
+    finally:
+        scratch.stop()
+    cache = PrefixCache(identity="test", ram_bytes=2 << 30, swa=SwaRule(model.facts.n_swa))
+    worker = start_worker(model, cache)
+    try:
+        waiter = Waiter()
+        worker.submit(
+            Job(
+                tokens=story[:1300],
+                max_tokens=1,
+                stop=(),
+                sampling=SamplingParams(temperature=0.0),
+                sink=waiter,
+                checkpoints=(checkpoint,),
+            )
+        )
+        assert waiter.done.wait(120)
+        for other in (story[800:1000], story[1000:1200]):
+            first_logits(worker, other)
+        logits, usage = first_logits(worker, query)
+    finally:
+        worker.stop()
+    assert usage.cached_tokens == checkpoint
+    assert int(np.argmax(logits)) == int(np.argmax(fresh))
+    assert float(np.max(np.abs(logits - fresh))) < TOLERANCE

@@ -125,7 +125,12 @@ def test_billing_header_line_does_not_defeat_the_prefix_cache(
         )
         usages.append(message.usage)
     first, second = usages
-    prompt = first.input_tokens + (first.cache_read_input_tokens or 0)
+    # The marked system block's state was saved on the first request: cache creation.
+    prompt = (
+        first.input_tokens
+        + (first.cache_read_input_tokens or 0)
+        + (first.cache_creation_input_tokens or 0)
+    )
     assert prompt > 100
     # All but the last token of the identical prompt come from the cache.
     assert (second.cache_read_input_tokens or 0) >= prompt - 1

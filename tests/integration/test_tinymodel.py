@@ -8,7 +8,8 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from tests.support.tinymodel import IM_END_ID, build_tiny_gguf
+from llmserve.engine.model import LlamaModel
+from tests.support.tinymodel import BOS_ID, IM_END_ID, build_tiny_gguf
 
 TEXT = "Hello, wörld! 你好 🙂 the model"
 
@@ -84,3 +85,14 @@ def test_chat_template_is_stored_in_metadata(tmp_path: Path) -> None:
     """A chat template given to the builder is the model's tokenizer.chat_template."""
     path = build_tiny_gguf(tmp_path / "chat.gguf", chat_template="{{ messages }}")
     assert load(path).metadata["tokenizer.chat_template"] == "{{ messages }}"
+
+
+def test_sliding_window_builds_a_gemma3_model_with_that_window(tmp_path: Path) -> None:
+    """sliding_window=N: a Gemma 3 model llama.cpp loads with an N-position window."""
+    path = build_tiny_gguf(tmp_path / "swa.gguf", sliding_window=64)
+    model = LlamaModel(path)
+    try:
+        assert (model.facts.architecture, model.facts.n_swa) == ("gemma3", 64)
+        assert model.tokenize("hello world", add_special=True)[0] == BOS_ID
+    finally:
+        model.close()

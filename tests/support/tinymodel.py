@@ -8,6 +8,10 @@ and detokenizes back exactly (``add_space_prefix`` is off, as in Gemma's vocabul
 The output rows of the control tokens are zero, so greedy decoding never picks one (every other
 logit of a random model is nonzero and the maximum is positive): generation runs to
 ``max_tokens`` unless a test steers it to EOS with a logit bias.
+
+``sliding_window=N`` builds the same model in Gemma 3's architecture instead, every layer
+attending to the last N positions only: the sliding-window KV cache of the demo model, whose
+saved states cannot be cut back (see DESIGN.md), at the tiny model's speed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import gguf
 import numpy as np
 
 ARCH = "llama"
+SWA_ARCH = "gemma3"  # build_tiny_gguf(sliding_window=N)
 N_EMBD = 64
 N_LAYER = 2
 N_HEAD = 4
@@ -81,11 +86,13 @@ def build_tiny_gguf(
     seed: int = 0,
     context_length: int = N_CTX_TRAIN,
     fim: bool = False,
+    sliding_window: int = 0,
 ) -> Path:
     """Write the tiny model to ``path`` (deterministic for a given seed) and return the path.
 
     ``context_length`` is the trained context, which bounds a sequence's context. ``fim``
-    appends fill-in-the-middle tokens (every other token keeps its id).
+    appends fill-in-the-middle tokens (every other token keeps its id). ``sliding_window``:
+    a Gemma 3 model whose layers all attend to that many positions (0: llama, no window).
     """
     tokens, scores, types = _vocabulary(fim)
     n_vocab = len(tokens)
@@ -96,7 +103,8 @@ def build_tiny_gguf(
         # numpy shape is (rows, cols); GGUF stores it reversed, which is what llama.cpp expects.
         return (rng.standard_normal(shape) * scale / np.sqrt(shape[-1])).astype(np.float32)
 
-    writer = gguf.GGUFWriter(path, ARCH)
+    arch = SWA_ARCH if sliding_window else ARCH
+    writer = gguf.GGUFWriter(path, arch)
     writer.add_name("llmserve tiny test model")
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     writer.add_context_length(context_length)
@@ -109,6 +117,10 @@ def build_tiny_gguf(
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(n_vocab)
+    if sliding_window:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+        writer.add_sliding_window(sliding_window)
 
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
@@ -142,6 +154,11 @@ def build_tiny_gguf(
         writer.add_tensor(f"{blk}.ffn_gate.weight", weight(N_FF, N_EMBD))
         writer.add_tensor(f"{blk}.ffn_up.weight", weight(N_FF, N_EMBD))
         writer.add_tensor(f"{blk}.ffn_down.weight", weight(N_EMBD, N_FF))
+        if sliding_window:  # Gemma 3's extra norms
+            writer.add_tensor(f"{blk}.attn_q_norm.weight", np.ones(head_dim, dtype=np.float32))
+            writer.add_tensor(f"{blk}.attn_k_norm.weight", np.ones(head_dim, dtype=np.float32))
+            for norm in ("post_attention_norm", "post_ffw_norm"):
+                writer.add_tensor(f"{blk}.{norm}.weight", np.ones(N_EMBD, dtype=np.float32))
     writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
     output = weight(n_vocab, N_EMBD, scale=8.0)
     output[: len(CONTROL_TOKENS)] = 0.0

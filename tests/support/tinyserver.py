@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import openai
 
@@ -23,6 +24,7 @@ def tiny_server(
     parallel: int = 4,
     max_sequence_length: int = 1024,
     default_max_tokens: int | None = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> Iterator[str]:
     """Serve the model at ``path`` as ``tiny`` behind API key ``KEY``; yields the base URL."""
     settings = Settings(
@@ -33,6 +35,7 @@ def tiny_server(
             parallel=parallel,
             max_sequence_length=max_sequence_length,
             default_max_tokens=default_max_tokens,
+            chat_template_kwargs=chat_template_kwargs or {},
         ),
     )
     with serve_app(create_app(settings)) as base_url:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from llmserve.config import (
+    ModelSettings,
     ServerSettings,
     Settings,
     load_settings,
@@ -416,3 +417,51 @@ def test_unknown_speculative_mode_names_its_key(write_toml: Any) -> None:
         "invalid config: --speculative eagle: must be one of off, ngram"
     )
     assert error_of(draft_max="0") == "invalid config: --draft-max 0: must be between 1 and 64"
+
+
+def test_chat_template_kwargs_from_an_inline_table(write_toml: Any) -> None:
+    """[model] chat_template_kwargs is a TOML table of JSON values."""
+    path = write_toml('[model]\nchat_template_kwargs = {enable_thinking = false, tags = ["a"]}\n')
+    assert load(path).model.chat_template_kwargs == {"enable_thinking": False, "tags": ["a"]}
+
+
+def test_chat_template_kwargs_from_env_json() -> None:
+    """LLM_ENGINE_CHAT_TEMPLATE_KWARGS is a JSON object."""
+    env = {"LLM_ENGINE_CHAT_TEMPLATE_KWARGS": '{"enable_thinking": false}'}
+    assert load(env=env).model.chat_template_kwargs == {"enable_thinking": False}
+
+
+def test_chat_template_kwargs_are_empty_by_default() -> None:
+    """No chat_template_kwargs: every render gets only what the request switches."""
+    assert load().model.chat_template_kwargs == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"messages": []}', "'messages' is set by the server"),
+        ("[1]", "must be a table"),
+        ("enable_thinking=false", "not a JSON object"),
+        ('{"enable_thinking": null}', "enable_thinking is null"),
+    ],
+)
+def test_bad_chat_template_kwargs_name_the_variable(text: str, reason: str) -> None:
+    """A reserved name, a non-object or a null: one line naming the variable and why."""
+    message = error_of(env={"LLM_ENGINE_CHAT_TEMPLATE_KWARGS": text})
+    assert message.startswith("invalid config: LLM_ENGINE_CHAT_TEMPLATE_KWARGS=")
+    assert reason in message
+
+
+def test_chat_template_kwargs_with_a_toml_date_are_refused(write_toml: Any) -> None:
+    """A TOML date is no JSON value: the key and file are named."""
+    path = write_toml("[model]\nchat_template_kwargs = {since = 2025-01-01}\n")
+    message = error_of(path)
+    assert "[model] chat_template_kwargs" in message
+    assert "since is a date, not a JSON value" in message
+
+
+def test_chat_template_kwargs_survive_settings_to_toml(write_toml: Any) -> None:
+    """The printed settings load back with the same table (keys quoted, nested values)."""
+    kwargs = {"enable_thinking": False, "a b": [1, {"x": 2.5}]}
+    printed = settings_to_toml(Settings(model=ModelSettings(chat_template_kwargs=kwargs)))
+    assert load(write_toml(printed)).model.chat_template_kwargs == kwargs

@@ -26,6 +26,7 @@ WEATHER = {
         "required": ["city"],
     },
 }
+CACHED_SYSTEM = "You are a careful assistant who answers in one short sentence."
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 
 
@@ -88,19 +89,20 @@ def test_system_and_blocks_reach_the_template(client: TestClient[Any], engine: F
         **BODY,
         "system": [{"type": "text", "text": "be brief"}, {"type": "text", "text": "be kind"}],
         "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {}}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}],
+            },
             {"role": "assistant", "content": "hello"},
             {"role": "user", "content": "again"},
         ],
     }
     post(client, body)
-    assert engine.chats == [
-        [
-            {"role": "system", "content": "be brief\nbe kind"},
-            {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": "hello"},
-            {"role": "user", "content": "again"},
-        ]
+    assert engine.chats[0] == [
+        {"role": "system", "content": "be brief\nbe kind"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "again"},
     ]
 
 
@@ -124,7 +126,6 @@ def test_limits_and_sampling_reach_the_engine(client: TestClient[Any], engine: F
         "top_p": 0.9,
         "top_k": 40,
         "metadata": {"user_id": "u"},
-        "thinking": {"type": "enabled", "budget_tokens": 1024},
     }
     assert post(client, body).status_code == 200
     request = engine.requests[0]
@@ -453,3 +454,92 @@ def test_streamed_reasoning_sends_thinking_deltas() -> None:
     assert "".join(thinking) == "Paris is in France."
     text = [d["delta"]["text"] for n, d in got if d.get("delta", {}).get("type") == "text_delta"]
     assert "".join(text) == "It is sunny."
+
+
+def test_thinking_switch_reaches_the_template(client: TestClient[Any], engine: FakeEngine) -> None:
+    """thinking disabled: enable_thinking false; enabled (with a budget): true; absent: none."""
+    enabled = {"type": "enabled", "budget_tokens": 1024}
+    assert post(client, {**BODY, "thinking": {"type": "disabled"}}).status_code == 200
+    assert post(client, {**BODY, "max_tokens": 2048, "thinking": enabled}).status_code == 200
+    assert post(client, BODY).status_code == 200
+    assert engine.variables == [{"enable_thinking": False}, {"enable_thinking": True}, {}]
+
+
+def test_count_tokens_renders_with_the_thinking_switch(
+    client: TestClient[Any], engine: FakeEngine
+) -> None:
+    """count_tokens counts the prompt create would make, thinking switch included."""
+    body = {"model": "m", "messages": [USER], "thinking": {"type": "disabled"}}
+    assert client.post("/v1/messages/count_tokens", json=body).status_code == 200
+    assert engine.variables == [{"enable_thinking": False}]
+
+
+def test_thinking_budget_below_1024_is_refused_as_anthropic_does(client: TestClient[Any]) -> None:
+    """budget_tokens under 1024: Anthropic's invalid_request_error, in its words."""
+    thinking = {"type": "enabled", "budget_tokens": 1023}
+    response = post(client, {**BODY, "max_tokens": 4096, "thinking": thinking})
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024",
+    }
+
+
+def test_thinking_budget_not_below_max_tokens_is_refused_as_anthropic_does(
+    client: TestClient[Any],
+) -> None:
+    """budget_tokens must stay under max_tokens: Anthropic's message, naming both."""
+    thinking = {"type": "enabled", "budget_tokens": 2048}
+    response = post(client, {**BODY, "max_tokens": 2048, "thinking": thinking})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith(
+        "`max_tokens` must be greater than `thinking.budget_tokens`."
+    )
+
+
+def test_enabled_thinking_without_a_budget_is_refused(client: TestClient[Any]) -> None:
+    """thinking enabled needs budget_tokens, as Anthropic requires it."""
+    response = post(client, {**BODY, "thinking": {"type": "enabled"}})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "thinking.enabled.budget_tokens: Field required"
+
+
+def test_marked_prefixes_reach_the_engine_as_offsets(
+    client: TestClient[Any], engine: FakeEngine
+) -> None:
+    """/v1/messages sends the engine the character offset where the system mark ends."""
+    body = {
+        "model": "m",
+        "max_tokens": 4,
+        "system": [{"type": "text", "text": CACHED_SYSTEM, "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+    }
+    assert client.post("/v1/messages", json=body).status_code == 200
+    request = engine.requests[-1]
+    assert isinstance(request.prompt, str)
+    (offset,) = request.checkpoints
+    # The fake template writes "<|role|> content\n" per turn: the user's text comes next.
+    assert request.prompt[:offset] == f"<|system|> {CACHED_SYSTEM}\n<|user|> "
+
+
+def test_unmarked_requests_send_no_offsets(client: TestClient[Any], engine: FakeEngine) -> None:
+    """Without cache_control the engine gets no checkpoints and the template one render."""
+    body = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+    assert client.post("/v1/messages", json=body).status_code == 200
+    assert engine.requests[-1].checkpoints == ()
+    assert len(engine.chats) == 1
+
+
+def test_cache_creation_tokens_are_the_engines_written_tokens(engine: FakeEngine) -> None:
+    """usage.cache_creation_input_tokens: what a checkpoint save stored; input_tokens the rest."""
+    engine.cached_tokens, engine.cache_written_tokens = 3, 5
+    words = "one two three four five six seven eight nine ten"
+    body = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": words}]}
+    with TestClient(fake_app(engine)) as client:
+        usage = client.post("/v1/messages", json=body).json()["usage"]
+    assert usage["cache_read_input_tokens"] == 3
+    assert usage["cache_creation_input_tokens"] == 5
+    prompt = engine.generations[-1].prompt_tokens
+    assert usage["input_tokens"] == prompt - 3 - 5

@@ -241,7 +241,9 @@ def test_failure_mid_stream_is_reported_in_band() -> None:
 class BrokenTemplateEngine(FakeEngine):
     """A FakeEngine whose chat template has a bug."""
 
-    def render_chat(self, messages: Sequence[Mapping[str, Any]], model: str | None = None) -> str:
+    def render_chat(
+        self, messages: Sequence[Mapping[str, Any]], model: str | None = None, **_: Any
+    ) -> str:
         raise RuntimeError("secret internals")
 
 
@@ -334,3 +336,76 @@ def test_client_request_id_is_echoed(client: TestClient[Any]) -> None:
     """A well-formed X-Request-ID from the client is kept, for tracing across services."""
     response = client.get("/v1/models", headers={"X-Request-ID": "trace-42"})
     assert response.headers["x-request-id"] == "trace-42"
+
+
+def test_chat_template_kwargs_reach_the_template(
+    client: TestClient[Any], engine: FakeEngine
+) -> None:
+    """chat_template_kwargs become variables of the render, values as sent."""
+    kwargs = {"enable_thinking": False, "opts": {"depth": [1, 2]}}
+    body = {"messages": [USER], "chat_template_kwargs": kwargs}
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
+    assert engine.variables == [kwargs]
+
+
+def test_chat_template_kwargs_naming_a_server_variable_is_a_400(
+    client: TestClient[Any], engine: FakeEngine
+) -> None:
+    """A key the server sets (messages, bos_token...) is a 400 naming it; nothing renders."""
+    body = {"messages": [USER], "chat_template_kwargs": {"bos_token": "x"}}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "chat_template_kwargs"
+    assert "'bos_token'" in error["message"]
+    assert engine.chats == []
+
+
+def test_chat_template_kwargs_must_be_an_object(client: TestClient[Any]) -> None:
+    """chat_template_kwargs that is not an object is a 400 naming it."""
+    body = {"messages": [USER], "chat_template_kwargs": ["enable_thinking"]}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "chat_template_kwargs"
+
+
+def test_reasoning_effort_reaches_the_template(client: TestClient[Any], engine: FakeEngine) -> None:
+    """reasoning_effort is a template variable; none also switches enable_thinking off."""
+    for effort in ("none", "high"):
+        body = {"messages": [USER], "reasoning_effort": effort}
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+    assert engine.variables == [
+        {"reasoning_effort": "none", "enable_thinking": False},
+        {"reasoning_effort": "high", "enable_thinking": True},
+    ]
+
+
+def test_explicit_chat_template_kwargs_win_over_reasoning_effort(
+    client: TestClient[Any], engine: FakeEngine
+) -> None:
+    """A request sending both: its chat_template_kwargs decide enable_thinking."""
+    body = {
+        "messages": [USER],
+        "reasoning_effort": "none",
+        "chat_template_kwargs": {"enable_thinking": True},
+    }
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
+    assert engine.variables == [{"reasoning_effort": "none", "enable_thinking": True}]
+
+
+def test_unknown_reasoning_effort_is_a_400(client: TestClient[Any]) -> None:
+    """reasoning_effort outside OpenAI's values is a 400 listing them."""
+    body = {"messages": [USER], "reasoning_effort": "extreme"}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "reasoning_effort"
+    assert "'minimal'" in error["message"]
+
+
+def test_a_chat_without_switches_renders_with_no_variables(
+    client: TestClient[Any], engine: FakeEngine
+) -> None:
+    """No chat_template_kwargs and no reasoning_effort: the template's own defaults."""
+    assert client.post("/v1/chat/completions", json={"messages": [USER]}).status_code == 200
+    assert engine.variables == [{}]

@@ -383,3 +383,31 @@ def test_forced_call_wins_over_text_format(client: TestClient[Any], engine: Fake
     grammar = engine.requests[-1].grammar
     assert grammar is not None
     assert "get_weather" in str(grammar)
+
+
+def test_reasoning_effort_reaches_the_template(client: TestClient[Any], engine: FakeEngine) -> None:
+    """reasoning.effort is a template variable; none also switches enable_thinking off."""
+    assert post(client, {**BODY, "reasoning": {"effort": "none"}}).status_code == 200
+    assert post(client, {**BODY, "reasoning": {"effort": "low"}}).status_code == 200
+    assert post(client, BODY).status_code == 200
+    assert engine.variables == [
+        {"reasoning_effort": "none", "enable_thinking": False},
+        {"reasoning_effort": "low", "enable_thinking": True},
+        {},
+    ]
+
+
+def test_input_tokens_count_the_prompt_with_the_reasoning_switch(
+    client: TestClient[Any], engine: FakeEngine
+) -> None:
+    """/v1/responses/input_tokens renders the prompt create would, reasoning switch included."""
+    body = {**BODY, "reasoning": {"effort": "none"}}
+    assert client.post("/v1/responses/input_tokens", json=body).status_code == 200
+    assert engine.variables == [{"reasoning_effort": "none", "enable_thinking": False}]
+
+
+def test_unknown_reasoning_effort_is_a_400(client: TestClient[Any]) -> None:
+    """reasoning.effort outside OpenAI's values is a 400 naming the field."""
+    response = post(client, {**BODY, "reasoning": {"effort": "extreme"}})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "reasoning.effort"

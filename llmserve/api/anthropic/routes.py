@@ -16,7 +16,7 @@ import attrs
 from litestar import Request, Response, Router, post
 from litestar.params import RawBody
 
-from llmserve.api.anthropic import codec, translate
+from llmserve.api.anthropic import breakpoints, codec, translate
 from llmserve.api.anthropic.errors import handle_anthropic_exception
 from llmserve.api.anthropic.events import MessageReply
 from llmserve.api.anthropic.wire import MessagesInput, MessagesRequest, TokenCount
@@ -35,10 +35,12 @@ async def create_message(request: Request[Any, Any, Any], body: RawBody) -> Resp
     parsed = codec.structure_request(body, MessagesRequest)
     plan = translate.tool_plan(parsed)
     chat = translate.chat_input(parsed, plan)
+    marks = breakpoints.marks(parsed)
     model = await resolve_model(request, state, parsed.model)
     family = toolformats.family(state.engine.tool_format(model))
     generation = translate.generation(parsed, plan, family)
     prompt = await render_chat(state, chat, model)
+    checkpoints = await breakpoints.checkpoints(state, parsed, marks, prompt, model)
     reading = (
         plan.reading(family)
         if plan is not None
@@ -51,7 +53,8 @@ async def create_message(request: Request[Any, Any, Any], body: RawBody) -> Resp
         parser=reading.parser(prompt),
         tool_use_id=state.ids.tool_use_id,
     )
-    return await serve(request, state, attrs.evolve(generation, prompt=prompt), reply, model)
+    generation = attrs.evolve(generation, prompt=prompt, checkpoints=checkpoints)
+    return await serve(request, state, generation, reply, model)
 
 
 @post("/messages/count_tokens", status_code=200)
@@ -61,6 +64,7 @@ async def count_tokens(request: Request[Any, Any, Any], body: RawBody) -> Respon
     parsed = codec.structure_request(body, MessagesInput)
     plan = translate.tool_plan(parsed)
     chat = translate.chat_input(parsed, plan)
+    breakpoints.marks(parsed)  # too many is a 400 here too, as with Anthropic
     model = await resolve_model(request, state, parsed.model)
     prompt = await render_chat(state, chat, model)
     tokens = await state.engine.tokenize_text(prompt, add_special=True, model=model)

@@ -9,6 +9,8 @@
 - ``tools`` become OpenAI function tools; ``tool_choice`` ``any`` / ``tool`` constrain the
   output to calls by grammar, exactly as OpenAI's ``required`` / a named function do, and
   ``none`` leaves the tools out of the prompt.
+- ``thinking`` switches the template's ``enable_thinking``: off when ``disabled``, on when
+  ``enabled`` or ``adaptive``, the template's default when absent.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from llmserve.api.generation import ChatInput
 from llmserve.api.outputs import OutputReading, output_reading
 from llmserve.engine import protocol
 from llmserve.errors import InvalidRequest
-from llmserve.prompt import grammar, toolformats
+from llmserve.prompt import grammar, switches, toolformats
 
 # Claude Code's per-conversation first line of the system prompt.
 BILLING_HEADER = re.compile(r"^x-anthropic-billing-header:[^\n]*(\n|$)", re.MULTILINE)
@@ -145,7 +147,12 @@ def chat_input(request: MessagesInput, plan: ToolPlan | None) -> ChatInput:
             messages.append(_assistant(message.content, calls))
         else:
             messages += _user(message.content, calls, f"messages.{i}")
-    return ChatInput(messages, list(plan.tools) if plan is not None else None)
+    thinking = request.thinking.enabled if request.thinking is not None else None
+    return ChatInput(
+        messages,
+        list(plan.tools) if plan is not None else None,
+        switches.thinking_variables(thinking),
+    )
 
 
 def _assistant(blocks: tuple[Block, ...], calls: set[str]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The Anthropic Messages wire format: frozen attrs classes for requests and responses.
 
-Requests are structured from JSON by ``anthropic.codec`` (unknown fields, such as
-``cache_control`` marks, are ignored); content blocks are a union told apart by ``type``.
+Requests are structured from JSON by ``anthropic.codec`` (unknown fields are ignored);
+content blocks are a union told apart by ``type``. ``cache_control`` marks on tools, system
+blocks and content blocks are kept: they are prefix cache hints (``anthropic/breakpoints.py``).
 Range checks raise ``InvalidRequest`` naming the field. Response fields that default to
 ``None`` are left out of the JSON when unset, except those marked ``KEEP_NULL``, which
 Anthropic always writes (``stop_reason``, ``stop_sequence``).
@@ -59,9 +60,18 @@ def _stops(_: Any, attribute: Attribute[Any], value: tuple[str, ...] | None) -> 
 
 
 @frozen(kw_only=True)
+class CacheControl:
+    """A cache breakpoint: the prompt up to the end of the marked block is worth keeping."""
+
+    type: Literal["ephemeral"]
+    ttl: Literal["5m", "1h"] | None = None  # accepted; kept entries stay while they fit
+
+
+@frozen(kw_only=True)
 class TextBlock:
     type: Literal["text"]
     text: str
+    cache_control: CacheControl | None = None
 
 
 @frozen(kw_only=True)
@@ -72,6 +82,7 @@ class ToolUseBlock:
     id: str
     name: str
     input: dict[str, Any]
+    cache_control: CacheControl | None = None
 
 
 @frozen(kw_only=True)
@@ -82,6 +93,7 @@ class ToolResultBlock:
     tool_use_id: str
     content: str | tuple[Block, ...] | None = None
     is_error: bool = False
+    cache_control: CacheControl | None = None
 
 
 @frozen(kw_only=True)
@@ -110,6 +122,7 @@ class Tool:
     input_schema: dict[str, Any]
     description: str | None = None
     type: Literal["custom"] | None = None
+    cache_control: CacheControl | None = None
 
 
 @frozen(kw_only=True)
@@ -119,12 +132,39 @@ class ToolChoice:
     disable_parallel_tool_use: bool = False
 
 
+# Anthropic's floor for a thinking budget, and its words when a request breaks it or the
+# budget leaves max_tokens no room.
+MIN_THINKING_BUDGET = 1024
+THINKING_DOCS = (
+    "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+    "#max-tokens-and-context-window-size"
+)
+
+
 @frozen(kw_only=True)
 class Thinking:
-    """Accepted; models that reason do so as their template makes them."""
+    """The reasoning switch: ``enabled`` (with a budget, checked as Anthropic checks it) and
+    ``adaptive`` turn the template's thinking on, ``disabled`` off (``prompt.switches``).
+    The budget itself is not enforced: the answer's max_tokens bounds the thinking too."""
 
     type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.type != "enabled":
+            return
+        # No param: the codec names the field "thinking", and the message says the rest.
+        if self.budget_tokens is None:
+            raise InvalidRequest("thinking.enabled.budget_tokens: Field required")
+        if self.budget_tokens < MIN_THINKING_BUDGET:
+            raise InvalidRequest(
+                "thinking.enabled.budget_tokens: Input should be greater than or equal to "
+                f"{MIN_THINKING_BUDGET}"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self.type != "disabled"
 
 
 @frozen(kw_only=True)
@@ -149,6 +189,20 @@ class MessagesRequest(MessagesInput):
     metadata: dict[str, Any] | None = None
     stream: bool = False
 
+    def __attrs_post_init__(self) -> None:
+        thinking = self.thinking
+        if (
+            thinking is not None
+            and thinking.budget_tokens is not None
+            and thinking.type == "enabled"
+            and self.max_tokens <= thinking.budget_tokens
+        ):
+            raise InvalidRequest(
+                "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult "
+                f"our documentation at {THINKING_DOCS}",
+                param="max_tokens",
+            )
+
 
 # -- responses --------------------------------------------------------------------------------
 
@@ -157,8 +211,9 @@ StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
 
 @frozen(kw_only=True)
 class Usage:
-    """Anthropic's counts: ``input_tokens`` are those not read from the cache, so the three
-    input counts add up to the prompt."""
+    """Anthropic's counts: ``cache_read_input_tokens`` came from the prefix cache,
+    ``cache_creation_input_tokens`` were saved into it at a cache_control breakpoint, and
+    ``input_tokens`` are the rest, so the three add up to the prompt."""
 
     input_tokens: int
     output_tokens: int
@@ -168,9 +223,11 @@ class Usage:
     @classmethod
     def from_engine(cls, usage: protocol.Usage) -> Usage:
         cached = min(usage.cached_tokens, usage.prompt_tokens)
+        written = min(usage.cache_written_tokens, usage.prompt_tokens - cached)
         return cls(
-            input_tokens=usage.prompt_tokens - cached,
+            input_tokens=usage.prompt_tokens - cached - written,
             output_tokens=usage.completion_tokens,
+            cache_creation_input_tokens=written,
             cache_read_input_tokens=cached,
         )
 

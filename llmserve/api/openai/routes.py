@@ -87,8 +87,10 @@ async def chat_completions(request: Request[Any, Any, Any], body: RawBody) -> Re
     """OpenAI chat completions, whole or streamed."""
     state = app_state(request.app)
     parsed = codec.structure_request(body, wire.ChatCompletionRequest)
+    chat = ChatInput(
+        parsed.template_messages(), parsed.template_tools(), parsed.template_variables()
+    )
     model = await resolve_model(request, state, parsed.model)
-    chat = ChatInput(parsed.template_messages(), parsed.template_tools())
     prompt = await render_chat(state, chat, model)
     family = toolformats.family(state.engine.tool_format(model))
     use = parsed.tool_use()

@@ -26,7 +26,7 @@ from llmserve.api.openai.wire_tools import (
 )
 from llmserve.engine import protocol
 from llmserve.errors import InvalidRequest
-from llmserve.prompt import toolformats
+from llmserve.prompt import switches, toolformats
 
 KEEP_NULL = "llmserve.keep_null"  # field metadata: write this field even when it is None
 
@@ -217,6 +217,17 @@ class ChatCompletionRequest(SamplingRequest):
     response_format: ResponseFormat | None = None
     logprobs: bool = False
     top_logprobs: int | None = field(default=None, validator=_between(0, 20))
+    # Extra chat template variables (llama-server's and vLLM's field), and OpenAI's reasoning
+    # switch, which the template gets as ``reasoning_effort`` and ``enable_thinking``.
+    chat_template_kwargs: dict[str, Any] | None = None
+    reasoning_effort: switches.ReasoningEffort | None = None
+
+    def template_variables(self) -> dict[str, Any]:
+        """The request's extra template variables: its chat_template_kwargs win."""
+        return {
+            **switches.effort_variables(self.reasoning_effort),
+            **switches.request_variables(self.chat_template_kwargs, param="chat_template_kwargs"),
+        }
 
     def tool_use(self) -> ToolUse | None:
         return tool_use(self.tools, self.tool_choice)

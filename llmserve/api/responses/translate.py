@@ -41,7 +41,7 @@ from llmserve.api.responses.wire import (
 )
 from llmserve.engine import protocol
 from llmserve.errors import InvalidRequest
-from llmserve.prompt import toolformats
+from llmserve.prompt import switches, toolformats
 
 
 def tools_of(request: ResponsesInput) -> ToolUse | None:
@@ -117,7 +117,9 @@ def chat_input(
     conversation = [*history, *input_messages(request)]
     _check_calls(conversation)
     system = [{"role": "system", "content": request.instructions}] if request.instructions else []
-    return ChatInput([*system, *conversation], template_tools(use)), conversation
+    effort = request.reasoning.effort if request.reasoning is not None else None
+    variables = switches.effort_variables(effort)
+    return ChatInput([*system, *conversation], template_tools(use), variables), conversation
 
 
 def _check_calls(conversation: Sequence[dict[str, Any]]) -> None:

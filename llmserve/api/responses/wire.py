@@ -14,6 +14,7 @@ from attrs import Attribute, field, frozen
 
 from llmserve.api.openai.wire_tools import _function_name
 from llmserve.errors import InvalidRequest
+from llmserve.prompt import switches
 
 _Validator = Callable[[Any, "Attribute[Any]", Any], None]
 
@@ -111,9 +112,9 @@ class TextConfig:
 
 @frozen(kw_only=True)
 class ReasoningConfig:
-    """Accepted; models that reason do so as their template makes them."""
+    """The reasoning switch: ``effort`` reaches the chat template (``prompt.switches``)."""
 
-    effort: str | None = None
+    effort: switches.ReasoningEffort | None = None
     summary: str | None = None
 
 
