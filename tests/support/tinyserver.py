@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import openai
 
@@ -23,8 +24,11 @@ def tiny_server(
     parallel: int = 4,
     max_sequence_length: int = 1024,
     default_max_tokens: int | None = None,
+    **model: Any,
 ) -> Iterator[str]:
-    """Serve the model at ``path`` as ``tiny`` behind API key ``KEY``; yields the base URL."""
+    """Serve the model at ``path`` as ``tiny`` behind API key ``KEY``; yields the base URL.
+
+    ``model``: more ``[model]`` settings (speculative decoding, ...)."""
     settings = Settings(
         server=ServerSettings(api_key=KEY),
         model=ModelSettings(
@@ -33,6 +37,7 @@ def tiny_server(
             parallel=parallel,
             max_sequence_length=max_sequence_length,
             default_max_tokens=default_max_tokens,
+            **model,
         ),
     )
     with serve_app(create_app(settings)) as base_url:
