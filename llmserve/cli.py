@@ -49,6 +49,8 @@ SETTING_FLAGS = (
     "draft_max",
     "draft_min",
     "ngram_size",
+    "ngram_shared",
+    "draft_model_path",
     "default_max_tokens",
     "tool_format",
     "models_dir",
@@ -98,10 +100,20 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--kv-unified", help="true: one KV buffer for all sequences; false: one each"
     )
-    group.add_argument("--speculative", help="off or ngram: draft tokens from the context")
+    group.add_argument(
+        "--speculative",
+        help="off, ngram (draft tokens from the context) or draft (with --draft-model-path)",
+    )
     group.add_argument("--draft-max", help="most tokens drafted a step (default 8)")
     group.add_argument("--draft-min", help="fewest tokens worth drafting (default 2)")
     group.add_argument("--ngram-size", help="tokens an n-gram draft matches on (default 3)")
+    group.add_argument(
+        "--ngram-shared", help="true: n-gram drafts also from other sequences' output"
+    )
+    group.add_argument(
+        "--draft-model-path",
+        help="the smaller GGUF (same vocabulary) that drafts for speculative = draft",
+    )
     group.add_argument(
         "--default-max-tokens",
         help="completion tokens of a request that sets no max_tokens (default: up to the context)",

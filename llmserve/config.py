@@ -27,7 +27,7 @@ from llmserve.errors import ConfigError
 Device = Literal["cpu", "gpu", "cuda"]
 EvictionPolicy = Literal["lru", "lfu", "fifo"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
-Speculative = Literal["off", "ngram"]
+Speculative = Literal["off", "ngram", "draft"]
 # The tool-call families of prompt/toolformats (kept equal to its registry by a test; config
 # sits below the prompt layer and cannot ask it).
 ToolFormat = Literal[
@@ -187,12 +187,19 @@ class ModelSettings:
     # Prompt tokens per step while other sequences are generating (their inter-token latency).
     prefill_chunk: int = field(default=256, validator=_at_least(1))
     kv_unified: bool = True  # one KV buffer for all slots; false: one per slot
-    # Speculative decoding: "ngram" drafts tokens from the sequence's own prompt and output
-    # (verified in the shared decode step, so the output is the model's own); "off": none.
+    # Speculative decoding: "ngram" drafts tokens from the sequence's own prompt and output,
+    # "draft" with the smaller model draft_model_path (same vocabulary); either way they are
+    # verified in the shared decode step, so the output is the model's own. "off": none.
     speculative: Speculative = field(default="off", validator=_one_of(Speculative))
     draft_max: int = field(default=8, validator=_between(1, 64))  # drafted tokens a step
     draft_min: int = field(default=2, validator=_at_least(1))  # shorter drafts are not tried
     ngram_size: int = field(default=3, validator=_between(1, 16))  # tokens matched to draft
+    # "ngram": one bounded n-gram table for all sequences of the model, fed by their output,
+    # consulted when a sequence's own tokens have no match.
+    ngram_shared: bool = False
+    # The draft GGUF of speculative = "draft" (a path, a store name or REPO_ID[:PATTERN], as
+    # model_path); unused by the other modes.
+    draft_model_path: str | None = field(default=None, validator=_not_empty)
     chat_template: str | None = field(default=None, validator=_not_empty)  # overrides the GGUF's
     # Completion tokens of a request that sets no max_tokens (OpenAI's default is "until the
     # end"); None: up to the context, as OpenAI. A base model may otherwise write thousands.
@@ -225,6 +232,19 @@ class ServedModelSettings(ModelSettings):
     keep_alive: int | None = field(default=None, validator=_at_least(-1))  # None: [server]'s
 
 
+def _draft_model_given(_instance: Settings, _attribute: Any, value: ModelSettings) -> None:
+    _check_draft_model(value, "[model]")
+
+
+def _check_draft_model(model: ModelSettings, table: str) -> None:
+    """speculative = "draft" drafts with draft_model_path, so it must name one."""
+    if model.speculative == "draft" and model.draft_model_path is None:
+        raise ValueError(
+            f'{table} speculative = "draft" needs draft_model_path (LLM_ENGINE_DRAFT_MODEL_PATH, '
+            "--draft-model-path): the GGUF of a smaller model with the same vocabulary"
+        )
+
+
 def _distinct_models(instance: Settings, _attribute: Any, value: tuple[Any, ...]) -> None:
     """Every name and alias routes to one model; preloaded models fit max_loaded_models."""
     seen: dict[str, str] = {}
@@ -233,6 +253,7 @@ def _distinct_models(instance: Settings, _attribute: Any, value: tuple[Any, ...]
             raise ValueError(f"[[models]] #{number}: name is required")
         if entry.model_path is None:
             raise ValueError(f"[[models]] #{number} ({entry.name}): model_path is required")
+        _check_draft_model(entry, f"[[models]] #{number} ({entry.name})")
         for name in (entry.name, *entry.aliases):
             if name in seen and seen[name] != entry.name:
                 raise ValueError(
@@ -293,7 +314,7 @@ class LoggingSettings:
 @frozen
 class Settings:
     server: ServerSettings = field(factory=ServerSettings)
-    model: ModelSettings = field(factory=ModelSettings)
+    model: ModelSettings = field(factory=ModelSettings, validator=_draft_model_given)
     cache: CacheSettings = field(factory=CacheSettings)
     store: StoreSettings = field(factory=StoreSettings)
     responses: ResponsesSettings = field(factory=ResponsesSettings)
@@ -351,6 +372,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "draft_max": ("model", "draft_max"),
     "draft_min": ("model", "draft_min"),
     "ngram_size": ("model", "ngram_size"),
+    "ngram_shared": ("model", "ngram_shared"),
+    "draft_model_path": ("model", "draft_model_path"),
     "default_max_tokens": ("model", "default_max_tokens"),
     "tool_format": ("model", "tool_format"),
     "chat_template_kwargs": ("model", "chat_template_kwargs"),

@@ -1,6 +1,7 @@
 """Speculative decoding side by side: llmserve with ``speculative`` off and ``ngram`` (and
-optionally llama-server with an n-gram ``--spec-type``), on a repetitive and a free-text
-workload, single stream and several streams.
+optionally ``ngram`` with ``ngram_shared``, ``draft`` with a draft model, and llama-server with
+an n-gram ``--spec-type``), on a repetitive and a free-text workload, single stream and several
+streams.
 
 All servers run at once on their own ports and are driven in turn, request by request, so that
 a noisy machine slows each of them alike; the ratios come from the same run. Every request is a
@@ -15,6 +16,7 @@ streamed ``/v1/completions`` at temperature 0. The decode rate of a request is
 
     .venv/bin/python perf/speculative.py                    # demo model, 2 threads, 3 reps
     .venv/bin/python perf/speculative.py --streams 8 --llama-server-bin PATH
+    .venv/bin/python perf/speculative.py --ngram-shared --draft-model-path SMALL.gguf
 """
 
 from __future__ import annotations
@@ -238,6 +240,10 @@ def main() -> int:
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--draft-max", type=int, default=8)
     parser.add_argument("--ngram-size", type=int, default=3)
+    parser.add_argument("--ngram-shared", action="store_true", help="also ngram + ngram_shared")
+    parser.add_argument(
+        "--draft-model-path", type=Path, default=None, help="also speculative = draft with it"
+    )
     parser.add_argument("--llama-server-bin", type=Path, default=None)
     parser.add_argument("--llama-spec-type", default="ngram-simple")
     parser.add_argument("--out", type=Path, default=None, help="JSON of the raw numbers")
@@ -255,7 +261,13 @@ def main() -> int:
         llama_server_bin=args.llama_server_bin,
     )
     servers: list[Server] = []
-    for mode in ("off", "ngram"):
+    variants: list[tuple[str, str, dict[str, str]]] = [("off", "off", {}), ("ngram", "ngram", {})]
+    if args.ngram_shared:
+        variants.append(("ngram_shared", "ngram", {"LLM_ENGINE_NGRAM_SHARED": "true"}))
+    if args.draft_model_path is not None:
+        draft_env = {"LLM_ENGINE_DRAFT_MODEL_PATH": str(args.draft_model_path)}
+        variants.append(("draft", "draft", draft_env))
+    for name, mode, extra in variants:
         port = free_port()
         base = llmserve_spec(config, port, "decode")
         env = {
@@ -263,8 +275,9 @@ def main() -> int:
             "LLM_ENGINE_SPECULATIVE": mode,
             "LLM_ENGINE_DRAFT_MAX": str(args.draft_max),
             "LLM_ENGINE_NGRAM_SIZE": str(args.ngram_size),
+            **extra,
         }
-        spec = ServerSpec(name=f"llmserve_{mode}", command=base.command, env=env)
+        spec = ServerSpec(name=f"llmserve_{name}", command=base.command, env=env)
         servers.append(Server(spec.name, spec, port))
     if args.llama_server_bin is not None:
         port = free_port()

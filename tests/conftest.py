@@ -74,7 +74,8 @@ def _loopback_only(getaddrinfo: Callable[..., Any]) -> Callable[..., Any]:
 
 # LLMSERVE_TEST_SPECULATIVE=ngram runs every in-process worker with n-gram speculative decoding
 # on (drafts from 1 token up, to exercise verification as often as possible), so that the
-# existing integration and e2e tests check that drafting changes nothing they can observe.
+# existing integration and e2e tests check that drafting changes nothing they can observe;
+# =draft drafts with a draft model instead: the served model itself, in a context of its own.
 SPECULATIVE_ENV = "LLMSERVE_TEST_SPECULATIVE"
 
 
@@ -91,6 +92,10 @@ def _speculative_workers(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def init(self: Any, model: Any, config: Any, *args: Any, **kwargs: Any) -> None:
         config = attrs.evolve(config, speculative=mode, draft_min=1)
+        if mode == "draft" and kwargs.get("draft") is None:
+            from llmserve.engine.draftmodel import DraftModel
+
+            kwargs["draft"] = DraftModel.open(model.facts.path, model, config)
         original(self, model, config, *args, **kwargs)
 
     monkeypatch.setattr(worker.Worker, "__init__", init)

@@ -124,8 +124,10 @@ class WorkerConfig:
     swa_full: bool = False
     reuse_prefix: bool = True  # serve a prompt's prefix from a slot's live KV when it matches
     # Speculative decoding ([model] speculative): "ngram" drafts up to draft_max tokens (none
-    # shorter than draft_min) from the sequence's latest earlier match of its last ngram_size.
+    # shorter than draft_min) from the sequence's latest earlier match of its last ngram_size;
+    # "draft" drafts them with a draft model (the Worker's ``draft``).
     speculative: str = "off"
     draft_max: int = 8
     draft_min: int = 2
     ngram_size: int = 3
+    ngram_shared: bool = False  # "ngram": also from a table shared by all slots (NgramPool)

@@ -5,6 +5,9 @@ it went the last time its most recent ``n`` tokens appeared. ``NgramDrafter`` ke
 n-gram of the sequence (prompt and output), where its latest occurrence was followed, so a
 lookup is one dict access and an append adds one entry: the sequence is never rescanned.
 
+With a shared ``NgramPool`` (``ngram_shared``), the tokens a sequence generates also go into
+the pool, and a tail the sequence has not seen before is looked up there.
+
 ``Backoff`` is the adaptive part: a sequence whose drafts keep being rejected stops drafting
 for a growing number of steps, so free text pays almost nothing for the lookups.
 """
@@ -13,42 +16,57 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from llmserve.engine.ngrampool import NgramPool
+
 
 class NgramDrafter:
-    """The n-gram index of one sequence; ``draft`` proposes, ``extend`` appends tokens."""
+    """The n-gram index of one sequence; ``draft`` proposes, ``extend`` appends tokens.
 
-    __slots__ = ("_index", "_n", "_tokens")
+    With a ``pool``, the tokens appended after construction (the output; the prompt stays
+    the sequence's own) feed the pool, and a tail without a match of its own is looked up in it.
+    """
 
-    def __init__(self, n: int, tokens: Iterable[int] = ()) -> None:
+    __slots__ = ("_index", "_n", "_pool", "_tokens")
+
+    def __init__(self, n: int, tokens: Iterable[int] = (), pool: NgramPool | None = None) -> None:
         if n < 1:
             raise ValueError("n must be at least 1")
+        if pool is not None and pool.n != n:
+            raise ValueError("the pool's n-grams must be of the same size")
         self._n = n
         self._tokens: list[int] = []
         # n-gram -> the position of the token that followed its latest occurrence. The n-gram
         # that ends the sequence goes in only once its follower exists, so a lookup of the
         # sequence's own tail finds an earlier occurrence, never itself.
         self._index: dict[tuple[int, ...], int] = {}
+        self._pool: NgramPool | None = None
         self.extend(tokens)
+        self._pool = pool
 
     def __len__(self) -> int:
         return len(self._tokens)
 
     def extend(self, tokens: Iterable[int]) -> None:
-        seq, index, n = self._tokens, self._index, self._n
+        seq, index, n, pool = self._tokens, self._index, self._n, self._pool
         for token in tokens:
             end = len(seq)
             if end >= n:
-                index[tuple(seq[end - n : end])] = end
+                ngram = tuple(seq[end - n : end])
+                index[ngram] = end
+                if pool is not None:
+                    pool.add(ngram, token)
             seq.append(token)
 
     def draft(self, limit: int) -> list[int]:
-        """Up to ``limit`` tokens that followed the latest earlier occurrence of the tail."""
+        """Up to ``limit`` tokens that followed the latest earlier occurrence of the tail
+        (in this sequence, else in the pool)."""
         seq, n = self._tokens, self._n
         if limit <= 0 or len(seq) < n:
             return []
-        start = self._index.get(tuple(seq[len(seq) - n :]))
+        tail = tuple(seq[len(seq) - n :])
+        start = self._index.get(tail)
         if start is None:
-            return []
+            return self._pool.follow(tail, limit) if self._pool is not None else []
         return seq[start : start + limit]
 
 

@@ -14,6 +14,7 @@ import llama_cpp
 
 from llmserve.config import Settings
 from llmserve.engine.checkpoints import token_positions
+from llmserve.engine.draftmodel import DraftModel
 from llmserve.engine.embeddings import Embedder
 from llmserve.engine.jobs import SpecCounts
 from llmserve.engine.model import LlamaModel
@@ -41,7 +42,7 @@ from llmserve.errors import (
     PromptTooLong,
     ServiceUnavailable,
 )
-from llmserve.models.resolve import resolve_model_path
+from llmserve.models.resolve import resolve_draft_model_path, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +91,17 @@ def _dispatch(items: list[tuple[Sink, Item]]) -> None:
 class LlamaEngine:
     """Serves one GGUF model with continuous batching over ``parallel`` slots."""
 
-    def __init__(self, settings: Settings, model_path: Path, templates: TemplateFactory) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        model_path: Path,
+        templates: TemplateFactory,
+        draft_path: Path | None = None,
+    ) -> None:
+        """``draft_path``: the draft GGUF of ``speculative = "draft"`` (None: no draft model)."""
         self._settings = settings
         self._path = model_path
+        self._draft_path = draft_path
         self._templates = templates
         self._model: LlamaModel | None = None
         self._worker: Worker | None = None
@@ -105,7 +114,12 @@ class LlamaEngine:
 
     @classmethod
     def from_settings(cls, settings: Settings, templates: TemplateFactory) -> LlamaEngine:
-        return cls(settings, resolve_model_path(settings), templates)
+        return cls(
+            settings,
+            resolve_model_path(settings),
+            templates,
+            draft_path=resolve_draft_model_path(settings),
+        )
 
     @property
     def model_id(self) -> str:
@@ -225,7 +239,15 @@ class LlamaEngine:
             draft_max=settings.draft_max,
             draft_min=settings.draft_min,
             ngram_size=settings.ngram_size,
+            ngram_shared=settings.ngram_shared,
         )
+        draft = None
+        if self._draft_path is not None:
+            draft = DraftModel.open(self._draft_path, model, config)
+            log.info(
+                "draft model loaded",
+                extra={"model": self._model_id, "draft_path": str(self._draft_path)},
+            )
         self._worker = Worker(
             model,
             config,
@@ -233,6 +255,7 @@ class LlamaEngine:
             max_queued=self._settings.server.max_concurrent_requests,
             cache=self._build_cache(model, config),
             spec_counts=self._spec,
+            draft=draft,
         )
         self._embedder = Embedder(model, n_ctx=self._n_ctx_seq, n_threads=config.n_threads)
 

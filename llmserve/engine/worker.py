@@ -5,11 +5,13 @@ plus prompt chunks of newly admitted slots, within ``n_batch`` tokens (``prefill
 tokens while any slot is generating), so a long prompt delays the other streams by at most one
 small chunk. Sampling runs on native llama.cpp sampler chains.
 
-Speculative decoding (``speculative = "ngram"``) rides in the same step: a generating slot
-puts its last token plus up to ``draft_max`` drafted tokens in the batch, logits on each;
-the positions are sampled in order with the slot's own chain while the drafts match, so the
-tokens are exactly the ones one-at-a-time decoding would give (every sampled token is
-emitted, so no sampler state runs ahead), and rejected positions leave the KV.
+Speculative decoding (``speculative = "ngram"`` or ``"draft"``) rides in the same step: a
+generating slot puts its last token plus up to ``draft_max`` drafted tokens in the batch, logits
+on each; the positions are sampled in order with the slot's own chain while the drafts match, so
+the tokens are exactly the ones one-at-a-time decoding would give (every sampled token is
+emitted, so no sampler state runs ahead), and rejected positions leave the KV. The drafts come
+from each sequence's n-grams (engine/ngram.py, with a pool shared by the slots:
+engine/ngrampool.py) or from a draft model, all slots at once (engine/draftmodel.py).
 Events go back to the asyncio loop once per step through the injected ``deliver`` callable.
 """
 
@@ -27,6 +29,7 @@ import attrs
 import llama_cpp
 
 from llmserve.engine.checkpoints import chunk_size, keep_reused, open_checkpoints
+from llmserve.engine.draftmodel import DraftModel, Want
 from llmserve.engine.jobs import (
     Deliver,
     Group,
@@ -40,6 +43,7 @@ from llmserve.engine.jobs import (
 )
 from llmserve.engine.model import LlamaModel
 from llmserve.engine.ngram import Backoff, NgramDrafter
+from llmserve.engine.ngrampool import NgramPool
 from llmserve.engine.prefix_cache import Hit, PrefixCache
 from llmserve.engine.protocol import FinishReason, TokenEvent, TokenLogprob, Usage
 from llmserve.engine.sampling import SamplerChain
@@ -62,15 +66,26 @@ class Worker:
         max_queued: int,
         cache: PrefixCache | None = None,
         spec_counts: SpecCounts | None = None,
+        draft: DraftModel | None = None,
     ) -> None:
+        """``draft``: the draft model of ``speculative = "draft"``, owned by the worker from
+        here (closed by ``stop``)."""
         self.model = model
         self.config = config
         self.cache = cache
         self.spec_counts = spec_counts if spec_counts is not None else SpecCounts()
+        self.draft = draft
+        if config.speculative == "draft" and draft is None:
+            raise ModelLoadError('speculative = "draft" needs a draft model')
         # A recurrent state cannot drop its last positions, so rejected drafts could not leave.
-        self._speculate = config.speculative == "ngram" and not (
+        self._speculate = config.speculative in ("ngram", "draft") and not (
             llama_cpp.llama_model_is_recurrent(model.ptr)
             or llama_cpp.llama_model_is_hybrid(model.ptr)
+        )
+        self._pool = (
+            NgramPool(config.ngram_size)
+            if config.speculative == "ngram" and config.ngram_shared
+            else None
         )
         self._deliver = deliver
         self._max_queued = max_queued
@@ -88,6 +103,8 @@ class Worker:
         params.no_perf = True
         ctx = llama_cpp.llama_init_from_model(model.ptr, params)
         if not ctx:
+            if draft is not None:
+                draft.close()
             raise ModelLoadError(
                 f"llama.cpp could not create a context of {params.n_ctx} tokens "
                 f"for {model.facts.path}"
@@ -138,6 +155,10 @@ class Worker:
     def waiting(self) -> int:
         return len(self._inbox)
 
+    def slot_tokens(self, seq_id: int) -> list[int]:
+        """The tokens in a slot's KV (a snapshot read off the worker thread, for tests)."""
+        return list(self._slots[seq_id].kv_tokens)
+
     def kv_cells_in_use(self) -> int:
         """KV cells held by the running requests (a snapshot read off the worker thread).
 
@@ -161,6 +182,8 @@ class Worker:
             self._thread.join()
         llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self._ctx)
+        if self.draft is not None:
+            self.draft.close()
 
     # --- the worker thread ---------------------------------------------------------------
 
@@ -394,7 +417,8 @@ class Worker:
         # Logprobs are reported from each token's own logits row; such runs do not draft.
         if self._speculate and job.logprobs is None:
             for run in (slot.run, *(f.run for f in followers if f.run is not None)):
-                run.drafter = NgramDrafter(self.config.ngram_size, job.tokens)
+                if self.draft is None:  # the draft model needs no state per run
+                    run.drafter = NgramDrafter(self.config.ngram_size, job.tokens, self._pool)
                 run.backoff = Backoff()
 
     def _samplers(self, job: Job) -> list[SamplerChain]:
@@ -438,6 +462,7 @@ class Worker:
         # Drafts share the step's token budget with prompt chunks: every generating slot's
         # own token first, then drafts up to n_batch (and prefill_chunk) in slot order.
         room = self.config.n_batch - sum(1 for _, run in active if run.last_token is not None)
+        drafts = self._drafts(active, min(room, self.config.prefill_chunk))
         drafted = 0
         for slot, run in active:
             run.batch_index = -1
@@ -449,13 +474,12 @@ class Worker:
                 slot.kv_tokens.append(run.last_token)
                 run.last_token = None
                 n += 1
-                draft = self._draft(slot, run, min(room, self.config.prefill_chunk - drafted))
+                draft = drafts.get(slot.seq_id, [])
                 for i, token in enumerate(draft, start=1):
                     self._put(n, token, pos + i, slot.seq_id, True)
                     n += 1
                 slot.kv_tokens.extend(draft)
                 run.draft = draft
-                room -= len(draft)
                 drafted += len(draft)
         # An isolated job's prompt goes in chunks of one fixed size from position 0 (its
         # choices start generating only once it is all read), whatever else is running.
@@ -510,23 +534,39 @@ class Worker:
                 self._flush_outbox()  # other streams' tokens go out before the state copy
                 self._save_checkpoint(slot, run)
 
-    def _draft(self, slot: Slot, run: Run, room: int) -> list[int]:
-        """The tokens this run drafts after its last token this step (often none)."""
-        drafter, backoff = run.drafter, run.backoff
-        if drafter is None or backoff is None or not backoff.ready():
-            return []
-        # Never past max_tokens or the context, so that finishing happens exactly where it
-        # would without drafts (the last token's position is len(kv_tokens) - 1).
-        limit = min(
-            self.config.draft_max,
-            room,
-            run.job.max_tokens - run.n_generated - 1,
-            self.config.n_ctx_seq - len(slot.kv_tokens) - 1,
-        )
-        if limit < self.config.draft_min:
-            return []
-        draft = drafter.draft(limit)
-        return draft if len(draft) >= self.config.draft_min else []
+    def _drafts(self, active: list[tuple[Slot, Run]], budget: int) -> dict[int, list[int]]:
+        """The tokens each generating run drafts after its last token this step (by sequence;
+        often none), ``budget`` tokens in all, given out in slot order."""
+        if not self._speculate:
+            return {}
+        wants: list[tuple[Slot, Run, int, int]] = []
+        for slot, run in active:
+            last = run.last_token
+            if last is None or run.backoff is None or not run.backoff.ready():
+                continue
+            # Never past max_tokens or the context, so that finishing happens exactly where it
+            # would without drafts (last_token will sit at position len(kv_tokens)).
+            limit = min(
+                self.config.draft_max,
+                run.job.max_tokens - run.n_generated - 1,
+                self.config.n_ctx_seq - len(slot.kv_tokens) - 2,
+            )
+            if limit >= self.config.draft_min:
+                wants.append((slot, run, last, limit))
+        if not wants:
+            return {}
+        if self.draft is not None:
+            asked = [Want(slot.seq_id, slot.kv_tokens, t, k) for slot, _, t, k in wants]
+            proposals = self.draft.draft(asked)
+        else:
+            proposals = [r.drafter.draft(limit) if r.drafter else [] for _, r, _, limit in wants]
+        drafts: dict[int, list[int]] = {}
+        for (slot, *_), proposal in zip(wants, proposals, strict=True):
+            draft = proposal[:budget]
+            if len(draft) >= self.config.draft_min:
+                drafts[slot.seq_id] = draft
+                budget -= len(draft)
+        return drafts
 
     def _verify(self, slot: Slot, run: Run) -> None:
         """Sample the last token's and each draft's position in order while the drafts
@@ -541,6 +581,8 @@ class Worker:
                 break
         accepted = len(sampled) - 1
         keep = len(slot.kv_tokens) - len(draft) + accepted
+        if self.draft is not None:
+            self.draft.keep(slot.seq_id, keep)
         if keep < len(slot.kv_tokens):
             if not llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, keep, -1):
                 llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)

@@ -12,6 +12,8 @@ Per loaded model, the RAM it can come to hold::
               sequence whose batch is its whole context; llama.cpp reserves the logits of every
               token of it, 4 GiB for Gemma 3's 262,144-token vocabulary at 4096 (measured)
     cache     ``[cache] max_size_mb``: each model's RAM prefix cache fills up to it
+    draft     with ``speculative = "draft"``, the draft model: its file, its KV (one sequence per
+              slot, sliding-window layers at full size) and its compute
 
 plus the process itself (interpreter, libraries). With ``device`` gpu/cuda the offloaded layers'
 weights and KV live in GPU memory, which is not checked here. The configuration needs the sum over
@@ -68,10 +70,11 @@ class ModelNeed:
     compute: int
     cache: int
     embeddings: int = 0
+    draft: int = 0
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv + self.compute + self.cache + self.embeddings
+        return self.weights + self.kv + self.compute + self.cache + self.embeddings + self.draft
 
 
 @frozen
@@ -94,6 +97,7 @@ class MemoryPlan:
             ("compute", _sum(self.models, "compute")),
             ("embeddings context (max_sequence_length)", _sum(self.models, "embeddings")),
             ("[cache] max_size_mb", _sum(self.models, "cache")),
+            ("draft model (draft_model_path)", _sum(self.models, "draft")),
             ("runtime", self.process),
         ]
         return " + ".join(f"{name} {size(value)}" for name, value in parts if value)
@@ -217,8 +221,10 @@ def model_need(
     cache: CacheSettings,
     metadata: GGUFMetadata,
     file_bytes: int,
+    draft: tuple[GGUFMetadata, int] | None = None,
 ) -> ModelNeed:
-    """What the model of ``metadata`` can take in RAM when served with these settings."""
+    """What the model of ``metadata`` can take in RAM when served with these settings (with
+    ``draft``, the metadata and file size of its draft model, beside it)."""
     n_ctx_train = metadata.context_length or model.max_sequence_length
     n_ctx_seq = min(model.max_sequence_length, n_ctx_train)
     shape = kv_shape(metadata)
@@ -234,23 +240,40 @@ def model_need(
         shape, n_ctx_seq=n_ctx_seq, parallel=1, n_ubatch=n_ctx_seq, kv_unified=True, swa_full=True
     )
     in_ram = _ram_share(model, _int(metadata, "block_count") or 0)
-    n_vocab = _vocab_size(metadata)
-    n_embd = _int(metadata, "embedding_length") or 0
-
-    def compute_of(batch: int) -> int:
-        # Logits (f32) and the graph's activations of one batch; llama.cpp reserves the logits
-        # of every token of the embeddings context's batch even though pooling reads none.
-        return 4 * batch * (n_vocab + 8 * n_embd)
-
     ram_cache = cache.max_size_mb * MiB if cache.enabled else 0
     return ModelNeed(
         name=name,
         weights=round(file_bytes * in_ram),
         kv=round(generation * in_ram),
-        compute=compute_of(model.n_batch),
+        compute=_compute(metadata, model.n_batch),
         cache=ram_cache,
-        embeddings=round(embeddings_kv * in_ram) + compute_of(n_ctx_seq),
+        embeddings=round(embeddings_kv * in_ram) + _compute(metadata, n_ctx_seq),
+        draft=_draft_need(model, n_ctx_seq, *draft) if draft is not None else 0,
     )
+
+
+def _compute(metadata: GGUFMetadata, batch: int) -> int:
+    """Logits (f32) and the graph's activations of one batch; llama.cpp reserves the logits of
+    every token of the embeddings context's batch even though pooling reads none."""
+    n_embd = _int(metadata, "embedding_length") or 0
+    return 4 * batch * (_vocab_size(metadata) + 8 * n_embd)
+
+
+def _draft_need(
+    model: ModelSettings, n_ctx_seq: int, metadata: GGUFMetadata, file_bytes: int
+) -> int:
+    """The draft model's file, KV and compute (engine/draftmodel.py: one sequence of the
+    target's context per slot, full-size sliding-window caches)."""
+    kv = kv_bytes(
+        kv_shape(metadata),
+        n_ctx_seq=n_ctx_seq,
+        parallel=model.parallel,
+        n_ubatch=model.n_batch,
+        kv_unified=model.kv_unified,
+        swa_full=True,
+    )
+    in_ram = _ram_share(model, _int(metadata, "block_count") or 0)
+    return round((file_bytes + kv) * in_ram) + _compute(metadata, model.n_batch)
 
 
 def _vocab_size(metadata: GGUFMetadata) -> int:
@@ -294,7 +317,15 @@ def _need_of_file(name: str | None, model: ModelSettings, cache: CacheSettings) 
     except ModelLoadError as exc:
         log.warning("memory: %s; its memory is not estimated", exc.message)
         return None
-    return model_need(name or path.stem, model, cache, metadata, model_files_bytes(path))
+    draft = None
+    if model.speculative == "draft" and model.draft_model_path is not None:
+        draft_path = Path(model.draft_model_path)
+        try:
+            draft = (read_metadata(draft_path), model_files_bytes(draft_path))
+        except (ModelLoadError, OSError) as exc:
+            reason = exc.message if isinstance(exc, ModelLoadError) else str(exc)
+            log.warning("memory: %s; the draft model's memory is not estimated", reason)
+    return model_need(name or path.stem, model, cache, metadata, model_files_bytes(path), draft)
 
 
 def estimate_model(settings: Settings) -> ModelNeed | None:

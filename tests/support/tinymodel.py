@@ -16,6 +16,7 @@ saved states cannot be cut back (see DESIGN.md), at the tiny model's speed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import gguf
@@ -55,7 +56,9 @@ learn should world hello model server token cache request stream test chat user 
 WORDS = tuple(_WORD_TEXT.split())
 
 
-def _vocabulary(fim: bool = False) -> tuple[list[str], list[float], list[int]]:
+def _vocabulary(
+    fim: bool = False, words: Sequence[str] = WORDS
+) -> tuple[list[str], list[float], list[int]]:
     """Tokens, scores and token types of the tiny SentencePiece vocabulary."""
     tokens: list[str] = list(CONTROL_TOKENS)
     types: list[int] = [gguf.TokenType.UNKNOWN] + [gguf.TokenType.CONTROL] * 4
@@ -64,7 +67,7 @@ def _vocabulary(fim: bool = False) -> tuple[list[str], list[float], list[int]]:
     # Every prefix of every word piece is a token too, so SentencePiece's pairwise merges can
     # always grow a word from its characters.
     pieces: dict[str, None] = dict.fromkeys([SPACE, *map(chr, range(33, 127))])
-    for word in WORDS:
+    for word in words:
         for piece in (SPACE + word, word):
             for end in range(2, len(piece) + 1):
                 pieces.setdefault(piece[:end])
@@ -87,14 +90,17 @@ def build_tiny_gguf(
     context_length: int = N_CTX_TRAIN,
     fim: bool = False,
     sliding_window: int = 0,
+    words: Sequence[str] = WORDS,
 ) -> Path:
     """Write the tiny model to ``path`` (deterministic for a given seed) and return the path.
 
     ``context_length`` is the trained context, which bounds a sequence's context. ``fim``
     appends fill-in-the-middle tokens (every other token keeps its id). ``sliding_window``:
     a Gemma 3 model whose layers all attend to that many positions (0: llama, no window).
+    ``words`` in another order give another vocabulary of the same size (the word pieces get
+    other ids).
     """
-    tokens, scores, types = _vocabulary(fim)
+    tokens, scores, types = _vocabulary(fim, words)
     n_vocab = len(tokens)
     head_dim = N_EMBD // N_HEAD
     rng = np.random.default_rng(seed)

@@ -25,8 +25,11 @@ def tiny_server(
     max_sequence_length: int = 1024,
     default_max_tokens: int | None = None,
     chat_template_kwargs: dict[str, Any] | None = None,
+    **model: Any,
 ) -> Iterator[str]:
-    """Serve the model at ``path`` as ``tiny`` behind API key ``KEY``; yields the base URL."""
+    """Serve the model at ``path`` as ``tiny`` behind API key ``KEY``; yields the base URL.
+
+    ``model``: more ``[model]`` settings (speculative decoding, ...)."""
     settings = Settings(
         server=ServerSettings(api_key=KEY),
         model=ModelSettings(
@@ -36,6 +39,7 @@ def tiny_server(
             max_sequence_length=max_sequence_length,
             default_max_tokens=default_max_tokens,
             chat_template_kwargs=chat_template_kwargs or {},
+            **model,
         ),
     )
     with serve_app(create_app(settings)) as base_url:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
 import gguf
 import pytest
 
@@ -145,6 +146,29 @@ def test_model_need_counts_weights_kv_compute_and_ram_cache(tmp_path: Path) -> N
     assert got.compute == 4 * 64 * (1000 + 8 * 256)  # the logits and activations of a batch
     assert got.embeddings == per_token * 1024 + 4 * 1024 * (1000 + 8 * 256)  # one whole batch
     assert got.cache == 300 * MiB
+
+
+def test_model_need_counts_the_draft_model_beside_it(tmp_path: Path) -> None:
+    """speculative = "draft": the draft file, its KV (a full-size window: one sequence per
+    slot of the target's context) and its batch's compute, named in the breakdown."""
+    metadata = read_metadata(header(tmp_path / "m.gguf", n_vocab=1000))
+    small = read_metadata(header(tmp_path / "s.gguf", "gemma3", n_layer=6, sliding_window=128))
+    model = ModelSettings(max_sequence_length=1024, parallel=2, n_batch=64)
+    plain = model_need("m", model, CacheSettings(), metadata, file_bytes=5 * MiB)
+    got = model_need("m", model, CacheSettings(), metadata, 5 * MiB, draft=(small, MiB))
+    per_token = 6 * 2 * 128 * 2  # every layer at full size, window or not
+    assert got.draft == MiB + per_token * 2048 + 4 * 64 * (100 + 8 * 256)
+    assert got.total == plain.total + got.draft
+    assert "draft model (draft_model_path) " in plan_from_needs([got], None).breakdown()
+
+
+def test_plan_reads_the_draft_model_of_a_drafting_model(tmp_path: Path) -> None:
+    """plan_memory adds the draft GGUF of speculative = "draft", and only in that mode."""
+    main, small = header(tmp_path / "m.gguf"), header(tmp_path / "s.gguf", n_layer=1)
+    drafting = ModelSettings(model_path=str(main), speculative="draft", draft_model_path=str(small))
+    assert plan_memory(AppSettings(model=drafting)).models[0].draft > 0
+    unused = attrs.evolve(drafting, speculative="ngram")
+    assert plan_memory(AppSettings(model=unused)).models[0].draft == 0
 
 
 def test_context_beyond_training_is_capped_as_the_engine_caps_it(tmp_path: Path) -> None:

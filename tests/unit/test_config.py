@@ -412,9 +412,9 @@ def test_speculative_settings_from_toml_env_and_flag(write_toml: Any) -> None:
 
 
 def test_unknown_speculative_mode_names_its_key(write_toml: Any) -> None:
-    """A mode other than off / ngram is refused in one line naming the key."""
+    """A mode other than off / ngram / draft is refused in one line naming the key."""
     assert error_of(speculative="eagle") == (
-        "invalid config: --speculative eagle: must be one of off, ngram"
+        "invalid config: --speculative eagle: must be one of off, ngram, draft"
     )
     assert error_of(draft_max="0") == "invalid config: --draft-max 0: must be between 1 and 64"
 
@@ -465,3 +465,42 @@ def test_chat_template_kwargs_survive_settings_to_toml(write_toml: Any) -> None:
     kwargs = {"enable_thinking": False, "a b": [1, {"x": 2.5}]}
     printed = settings_to_toml(Settings(model=ModelSettings(chat_template_kwargs=kwargs)))
     assert load(write_toml(printed)).model.chat_template_kwargs == kwargs
+
+
+def test_draft_model_and_shared_ngram_settings_from_toml_env_and_flag(write_toml: Any) -> None:
+    """draft_model_path and ngram_shared: [model] < LLM_ENGINE_* < flags; off by default."""
+    assert (load().model.draft_model_path, load().model.ngram_shared) == (None, False)
+    path = write_toml(
+        '[model]\nspeculative = "draft"\ndraft_model_path = "small.gguf"\nngram_shared = true\n'
+    )
+    assert load(path).model.speculative == "draft"
+    assert load(path).model.draft_model_path == "small.gguf"
+    assert load(path).model.ngram_shared is True
+    env = {"LLM_ENGINE_DRAFT_MODEL_PATH": "env.gguf", "LLM_ENGINE_NGRAM_SHARED": "false"}
+    assert load(path, env).model.draft_model_path == "env.gguf"
+    assert load(path, env).model.ngram_shared is False
+    flagged = load(path, env, draft_model_path="flag.gguf", ngram_shared="yes").model
+    assert (flagged.draft_model_path, flagged.ngram_shared) == ("flag.gguf", True)
+
+
+def test_draft_mode_without_a_draft_model_is_one_line_naming_the_key(write_toml: Any) -> None:
+    """speculative = "draft" needs draft_model_path: refused at load, in [model] or an entry."""
+    needs = (
+        'speculative = "draft" needs draft_model_path (LLM_ENGINE_DRAFT_MODEL_PATH, '
+        "--draft-model-path): the GGUF of a smaller model with the same vocabulary"
+    )
+    assert error_of(speculative="draft") == f"invalid config: [model] {needs} (settings)"
+    path = write_toml('[model]\nspeculative = "draft"\n')
+    assert error_of(path) == f"invalid config: [model] {needs} ({path})"
+    entries = write_toml(
+        '[[models]]\nname = "a"\nmodel_path = "a.gguf"\nspeculative = "draft"\n', "many.toml"
+    )
+    assert error_of(entries) == f"invalid config: [[models]] #1 (a) {needs} ({entries})"
+    assert "\n" not in error_of(entries)
+
+
+def test_a_draft_model_path_is_unused_unless_the_mode_is_draft(write_toml: Any) -> None:
+    """draft_model_path may stay set while speculative is off or ngram (it is not loaded)."""
+    path = write_toml('[model]\ndraft_model_path = "small.gguf"\n')
+    assert load(path).model.speculative == "off"
+    assert load(path, {"LLM_ENGINE_SPECULATIVE": "ngram"}).model.draft_model_path == "small.gguf"

@@ -203,6 +203,21 @@ def test_every_models_path_is_resolved_before_serving(write_toml: Any, tmp_path:
         resolve_model_paths(missing)
 
 
+def test_draft_model_paths_are_resolved_before_serving(write_toml: Any, tmp_path: Path) -> None:
+    """With speculative = "draft", draft_model_path is resolved as model_path is: a missing
+    file fails, named; in the other modes it is left alone (never loaded)."""
+    (tmp_path / "a.gguf").write_bytes(b"GGUF")
+    (tmp_path / "small.gguf").write_bytes(b"GGUF")
+    entry = '[[models]]\nname = "a"\nmodel_path = "a.gguf"\n'
+    drafting = load(write_toml(entry + 'speculative = "draft"\ndraft_model_path = "small.gguf"\n'))
+    assert [m.draft_model_path for m in resolve_model_paths(drafting).models] == ["small.gguf"]
+    missing = load(write_toml(entry + 'speculative = "draft"\ndraft_model_path = "gone.gguf"\n'))
+    with pytest.raises(ConfigError, match=r"model file not found: .*gone\.gguf"):
+        resolve_model_paths(missing)
+    unused = load(write_toml(entry + 'speculative = "ngram"\ndraft_model_path = "gone.gguf"\n'))
+    assert [m.draft_model_path for m in resolve_model_paths(unused).models] == ["gone.gguf"]
+
+
 def test_models_entries_take_their_own_default_max_tokens(write_toml: Any) -> None:
     """Each [[models]] entry may set default_max_tokens; the env one applies to all."""
     path = write_toml(
