@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 from litestar import Request, Response, Router, post
 from litestar.params import RawBody
 
@@ -40,13 +39,11 @@ async def create_message(request: Request[Any, Any, Any], body: RawBody) -> Resp
     plan = translate.tool_plan(parsed)
     chat = translate.chat_input(parsed, plan)
     model = await resolve_model(request, state, parsed.model)
-    family = toolformats.family(state.engine.tool_format(model))
-    generation = translate.generation(parsed, plan, family)
+    family = toolformats.family(state.engine.tool_format(model), state.engine.tool_syntax(model))
     prompt = await render_chat(state, chat, model)
+    generation = translate.generation(parsed, plan, family, prompt)
     reading = (
-        plan.reading(family)
-        if plan is not None
-        else output_reading(family, None, forced_count=None, single=False)
+        plan.reading(family) if plan is not None else output_reading(family, None, single=False)
     )
     reply = MessageReply(
         id=state.ids.message_id(),
@@ -55,7 +52,7 @@ async def create_message(request: Request[Any, Any, Any], body: RawBody) -> Resp
         parser=reading.parser(prompt),
         tool_use_id=state.ids.tool_use_id,
     )
-    return await serve(request, state, attrs.evolve(generation, prompt=prompt), reply, model)
+    return await serve(request, state, generation, reply, model)
 
 
 @post("/messages/count_tokens", status_code=200)

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from llmserve.prompt.toolformats.events import Call
-from llmserve.prompt.toolformats.family import Family, Forced
+from llmserve.prompt.toolformats.family import ARGUMENTS, INDEX, NAME, Family, Forced
 from llmserve.prompt.toolformats.scan import Context, Section, read_objects, skip_space
 
 ACTION, END_ACTION = "<|START_ACTION|>", "<|END_ACTION|>"
@@ -39,11 +39,15 @@ FAMILY = Family(
         name_keys=("tool_name",),
         args_keys=("parameters",),
     ),
-    forced=Forced(
-        prefix="<|START_ACTION|>[",
-        suffix="]<|END_ACTION|>",
-        name_key="tool_name",
-        args_key="parameters",
+    forced=(
+        Forced(
+            name="command_r",
+            open="<|START_ACTION|>[",
+            call="{object}",
+            sep=", ",
+            close="]<|END_ACTION|>",
+            keys=(("tool_call_id", INDEX), ("tool_name", NAME), ("parameters", ARGUMENTS)),
+        ),
     ),
     special_always=True,
 )

@@ -54,10 +54,24 @@ FAMILY = Family(
     title="DeepSeek V3, V3.1, V3.2, R1 and its distills",
     recognise=lambda t: "tool▁call" in t or "<｜Assistant｜>" in t,
     parse=Section(openers=(CALLS_BEGIN, CALL_BEGIN), read=read, reasoning=("<think>", "</think>")),
-    forced=Forced(
-        prefix=f"{CALLS_BEGIN}{CALL_BEGIN}{{name}}{SEP}",
-        suffix=f"{CALL_END}{CALLS_END}",
-        shape="args",
+    forced=(
+        # V3.1 and later: the name, then the arguments.
+        Forced(
+            name="deepseek_v3_1",
+            open=CALLS_BEGIN,
+            call=f"{CALL_BEGIN}{{name}}{SEP}{{args}}{CALL_END}",
+            sep="",
+            close=CALLS_END,
+        ),
+        # V3 and R1 (and their distills): "function", the name, and a json fence.
+        Forced(
+            name="deepseek_r1",
+            open=CALLS_BEGIN,
+            call=f"{CALL_BEGIN}function{SEP}{{name}}\n```json\n{{args}}\n```{CALL_END}",
+            close=CALLS_END,
+            marker="```json",
+        ),
     ),
     reasoning_open="<think>",
+    reasoning_close="</think>",
 )

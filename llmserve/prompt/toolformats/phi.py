@@ -29,5 +29,9 @@ FAMILY = Family(
     title="Phi-4 (mini) with tools",
     recognise=lambda t: "<|tool|>" in t or (OPEN in t and "<|/tool_call|>" in t),
     parse=Section(openers=(OPEN,), read=read),
-    forced=Forced(prefix="<|tool_call|>[", suffix="]<|/tool_call|>"),
+    forced=(
+        Forced(
+            name="phi", open="<|tool_call|>[", call="{object}", sep=", ", close="]<|/tool_call|>"
+        ),
+    ),
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from llmserve.prompt.toolformats.events import Call
-from llmserve.prompt.toolformats.family import Family
+from llmserve.prompt.toolformats.family import XML_ARGS, Family, Forced
 from llmserve.prompt.toolformats.scan import Context, Section, held, skip_space
 from llmserve.prompt.toolformats.xmlargs import arguments, value_json
 
@@ -74,6 +74,13 @@ FAMILY = Family(
     title="Qwen3-Coder, Qwen3.5, Nemotron 3 (<function=...><parameter=...> XML)",
     recognise=lambda t: "<parameter=" in t and FUNCTION in t,
     parse=PARSE,
-    forced=None,
+    forced=(
+        Forced(
+            name="qwen3_coder",
+            call="<tool_call>\n<function={name}>\n{args}</function>\n</tool_call>",
+            args=XML_ARGS,
+        ),
+    ),
     reasoning_open="<think>",
+    reasoning_close="</think>",
 )
