@@ -16,6 +16,7 @@ written into the assistant's content in its family's syntax, as the model writes
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -312,9 +313,7 @@ class ChatTemplate:
             tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
         ):
             messages, tools = plain_messages(messages, tools), None
-        elif any(m.get("tool_calls") for m in messages) and (
-            self.string_arguments or not self.shows_calls
-        ):
+        elif any(m.get("tool_calls") for m in messages):
             messages = [self._calls_as_taken(m) if m.get("tool_calls") else m for m in messages]
         if messages and messages[0]["role"] == "system" and not self.takes_system:
             messages = _system_merged(messages)
@@ -347,7 +346,7 @@ class ChatTemplate:
                 f"{content}\n{text}" if isinstance(content, str) and content else text
             )
             return entry
-        entry["tool_calls"] = [_with_text_arguments(call) for call in calls]
+        entry["tool_calls"] = [_with_arguments(call, self.string_arguments) for call in calls]
         return entry
 
     def _probe_calls(self) -> tuple[bool, bool]:
@@ -432,11 +431,18 @@ class ChatTemplate:
         return self.clock().strftime(fmt)
 
 
-def _with_text_arguments(call: Mapping[str, Any]) -> dict[str, Any]:
+def _with_arguments(call: Mapping[str, Any], as_text: bool) -> dict[str, Any]:
+    """The call with its arguments as JSON text (``as_text``) or as the object it holds (text
+    that is not a JSON object stays text)."""
     function = dict(call.get("function") or {})
     arguments = function.get("arguments")
-    if not isinstance(arguments, str):
+    if as_text and not isinstance(arguments, str):
         function["arguments"] = json.dumps(arguments, ensure_ascii=False)
+    elif not as_text and isinstance(arguments, str):
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(arguments)
+            if isinstance(parsed, dict):
+                function["arguments"] = parsed
     return {**call, "function": function}
 
 

@@ -364,9 +364,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         # llama.cpp's template engine adds null and undefined to a string as empty text, and
         # templates count on it (Command R+ reads each parameter's description, FireFunction a
         # "functions" variable): jinja would raise.
-        if operator == "+" and type(left) is str and _blank(right):
+        if operator == "+" and isinstance(left, str) and _blank(right):
             return left
-        if operator == "+" and _blank(left) and type(right) is str:
+        if operator == "+" and _blank(left) and isinstance(right, str):
             return right
         if operator == "+" and type(left) is str and type(right) is str:
             # Templates glue their turns with +: the common case stays cheap.

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llmserve.engine.protocol import GbnfGrammar, SchemaRule
-from llmserve.prompt.grammar import ANY, UnsupportedSchema, check_schema
+from llmserve.prompt.grammar import ANY, DEFS, UnsupportedSchema, check_schema
 from llmserve.prompt.toolformats import (
     ARGUMENTS,
     GLM_ARGS,
@@ -184,12 +184,15 @@ class _Writer:
         return rule
 
     def call_object(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        parts = {NAME: {"const": name}, ARGUMENTS: arguments, **_PART_SCHEMAS}
+        # The arguments' definitions move to the root, where their "#/$defs/..." point.
+        body = {k: v for k, v in arguments.items() if k not in DEFS}
+        parts = {NAME: {"const": name}, ARGUMENTS: body, **_PART_SCHEMAS}
         return {
             "type": "object",
             "properties": {key: parts[part] for key, part in self.syntax.keys},
             "required": [key for key, _ in self.syntax.keys],
             "additionalProperties": False,
+            **{k: v for k, v in arguments.items() if k in DEFS},
         }
 
     def tagged_arguments(
@@ -212,6 +215,8 @@ class _Writer:
         declared = (original or {}).get("properties")
         declared = declared if isinstance(declared, Mapping) else {}
         required = set(arguments.get("required", ()))
+        # Each value's schema carries the definitions its "#/$defs/..." point at.
+        defs = {k: v for k, v in arguments.items() if k in DEFS}
         kind = self.syntax.args
         line = "" if kind == GLM_COMPACT_ARGS else "\n"
         pieces = []
@@ -221,7 +226,7 @@ class _Writer:
             if text or _bare_choices(schema):
                 value = self.bare(schema, _VALUE_END[kind])
             else:
-                value = self.schema_rule(schema)
+                value = self.schema_rule({**schema, **defs})
             if kind == XML_ARGS:
                 head, tail = f"<parameter={key}>\n", "\n</parameter>\n"
             else:

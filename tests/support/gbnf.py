@@ -191,10 +191,7 @@ class Grammar:
             self._emit(self.rules[node[1]], rng, depth + 1, limit, out)
         elif kind == "alt":
             options = node[1]
-            if depth > limit:
-                option = min(options, key=self._length)
-            else:
-                option = rng.choice(options)
+            option = min(options, key=self._length) if depth > limit else rng.choice(options)
             self._emit(option, rng, depth, limit, out)
         elif kind == "seq":
             for item in node[1]:
