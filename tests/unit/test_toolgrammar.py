@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,14 @@ def test_a_named_function_is_the_only_call_forced(syntax: str) -> None:
         assert [c["name"] for c in calls] == ["get_time"]
 
 
+def forced_text(family: toolformats.Family, prompt: str, call: dict[str, Any]) -> str:
+    """``call`` as a forced output writes it: after closing the reasoning a prompt opened."""
+    text = toolformats.write_calls(family.syntax, [call])
+    if family.reasoning_open and prompt.rstrip().endswith(family.reasoning_open):
+        return f"{family.reasoning_close}\n\n{text}"
+    return text
+
+
 CALL = {
     "id": "abc123def",
     "type": "function",
@@ -182,9 +191,7 @@ def test_a_call_written_into_history_is_what_the_grammar_forces(syntax: str) -> 
     """History written in a syntax (for templates that drop calls) is an output the forced
     grammar allows, and reads back as the same call."""
     family, prompt = family_and_prompt(syntax)
-    text = toolformats.write_calls(family.syntax, [CALL])
-    if prompt.rstrip().endswith(family.reasoning_open or "\0"):
-        text = f"{family.reasoning_close}\n\n{text}"
+    text = forced_text(family, prompt, CALL)
     assert grammar_of(family, ["get_weather", "get_time"], True, prompt).matches(text), text
     (call,) = read(family, prompt, text)["calls"]
     assert call["name"] == "get_weather"
@@ -264,3 +271,22 @@ def test_definitions_of_two_tools_do_not_clash() -> None:
             jsonschema.validate(json.loads(call.arguments), schemas[call.name])
             seen.add(call.name)
     assert seen == {"a", "b"}
+
+
+# Control tokens: one token each in their models' vocabularies, so never cut in two.
+_CONTROL = re.compile(r"<\|[^|<>]*\|>|<｜[^｜]*｜>|\[[A-Z_]+\]")  # noqa: RUF001
+
+
+@pytest.mark.parametrize("syntax", list(SYNTAX_TEMPLATES))
+def test_a_call_cut_in_its_arguments_is_a_call_and_leaks_no_markup(syntax: str) -> None:
+    """A call cut short anywhere from its first argument on (max_tokens) is a call of that
+    name, and no markup reaches the content."""
+    family, prompt = family_and_prompt(syntax)
+    text = forced_text(family, prompt, CALL)
+    inside = {i for m in _CONTROL.finditer(text) for i in range(m.start() + 1, m.end())}
+    for cut in range(text.index("Paris"), len(text)):
+        if cut in inside:
+            continue
+        out = read(family, prompt, text[:cut])
+        assert (out["content"], out["reasoning"]) == ("", ""), text[:cut]
+        assert [c["name"] for c in out["calls"]] == ["get_weather"], text[:cut]

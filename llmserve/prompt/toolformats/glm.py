@@ -31,6 +31,10 @@ def read(
             if not text.startswith(KEY, pos):
                 if pos >= len(text) or not final:
                     return Call(name, arguments(pairs, False), False), None
+                if CLOSE.startswith(text[pos:]):  # the end tag cut short: dropped
+                    return Call(name, arguments(pairs, True)), len(text)
+                if KEY.startswith(text[pos:]):  # the next argument's tag cut short
+                    return Call(name, arguments(pairs, False), False), len(text)
                 return Call(name, arguments(pairs, True)), pos
             key_end = text.find(END_KEY, pos)
             value_at = text.find(VALUE, key_end) if key_end >= 0 else -1

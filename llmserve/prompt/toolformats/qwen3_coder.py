@@ -31,8 +31,9 @@ def read(
             continue
         if not text.startswith(FUNCTION, pos):
             rest = text[pos:]
-            if not final and any(m.startswith(rest) for m in (OPEN, CLOSE, FUNCTION)):
-                return calls, None
+            if any(m.startswith(rest) for m in (OPEN, CLOSE, FUNCTION)):
+                # Markup being written; at the end, cut short by max_tokens: dropped.
+                return calls, (len(text) if final else None)
             return calls, pos
         call, end = _function(text, pos + len(FUNCTION), final, ctx)
         if call is not None:
@@ -64,6 +65,8 @@ def _function(text: str, pos: int, final: bool, ctx: Context) -> tuple[Call | No
             continue
         if pos >= len(text) or (not final and held(text, (END_FUNCTION, PARAM), pos)):
             return Call(name, arguments(pairs, False), False), None
+        if held(text, (END_FUNCTION, PARAM), pos) == len(text) - pos:
+            return Call(name, arguments(pairs, False), False), len(text)  # its markup cut short
         # Anything else ends the function: the call is as complete as it got.
         return Call(name, arguments(pairs, True)), pos
 

@@ -110,7 +110,8 @@ def split_reasoning(
     if end < 0:
         keep = len(text) if final else len(text) - held(text, (close,), start)
         return text[start:keep].lstrip(), None
-    return text[start:end].strip(), end + len(close)
+    # The answer starts after the blank lines that follow the reasoning (as llama.cpp's).
+    return text[start:end].strip(), skip_space(text, end + len(close))
 
 
 @frozen
