@@ -35,6 +35,7 @@ TOOLS: list[Any] = [
 ]
 NAMED: Any = {"type": "function", "function": {"name": "get_weather"}}
 ASK = [{"role": "user", "content": "Weather in Paris?"}]
+# By the syntax its calls are forced in (a family may have several, by template).
 FAMILIES = {
     "hermes": "Qwen-Qwen2.5-7B-Instruct.jinja",
     "mistral": "mistralai-Mistral-Nemo-Instruct-2407.jinja",
@@ -42,6 +43,14 @@ FAMILIES = {
     "kimi": "moonshotai-Kimi-K2.jinja",
     "harmony": "openai-gpt-oss-120b.jinja",
     "qwen3_coder": "Qwen3-Coder.jinja",
+    "deepseek_v3_1": "deepseek-ai-DeepSeek-V3.1.jinja",
+    # R1's template leaves the prompt inside <think>: the forced call closes it first.
+    "deepseek_r1": "llama-cpp-deepseek-r1.jinja",
+    "granite": "ibm-granite-granite-3.3-2B-Instruct.jinja",
+    "glm": "GLM-4.6.jinja",
+    "command_r": "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja",
+    "functionary_v3_1": "meetkai-functionary-medium-v3.1.jinja",
+    "functionary_v3_2": "meetkai-functionary-medium-v3.2.jinja",
 }
 
 
@@ -51,10 +60,13 @@ def fixture_family_client(
 ) -> Iterator[openai.OpenAI]:
     """The tiny model served with one family's real chat template."""
     template = (TEMPLATES / FAMILIES[request.param]).read_text()
+    # Command R7B's template alone is ~3,400 tokens of the tiny vocabulary.
     path = build_tiny_gguf(
-        tmp_path_factory.mktemp(request.param) / "m.gguf", chat_template=template
+        tmp_path_factory.mktemp(request.param) / "m.gguf",
+        chat_template=template,
+        context_length=8192,
     )
-    with tiny_server(path, parallel=2, max_sequence_length=4096) as url, client_for(url) as client:
+    with tiny_server(path, parallel=2, max_sequence_length=8192) as url, client_for(url) as client:
         yield client
 
 

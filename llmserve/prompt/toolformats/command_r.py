@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from llmserve.prompt.toolformats.events import Call
 from llmserve.prompt.toolformats.family import ARGUMENTS, INDEX, NAME, Family, Forced
-from llmserve.prompt.toolformats.scan import Context, Section, read_objects, skip_space
+from llmserve.prompt.toolformats.scan import (
+    Context,
+    Section,
+    could_begin,
+    read_objects,
+    skip_space,
+)
 
 ACTION, END_ACTION = "<|START_ACTION|>", "<|END_ACTION|>"
 
@@ -20,9 +26,7 @@ def read(
     pos = skip_space(text, end)
     if text.startswith(END_ACTION, pos):
         return calls, pos + len(END_ACTION)
-    if END_ACTION.startswith(
-        text[pos:]
-    ):  # its end marker arriving, or cut short: dropped at the end
+    if could_begin(END_ACTION, text[pos:]):  # its end marker arriving, or cut short: dropped
         return calls, (len(text) if final else None)
     return calls, pos
 

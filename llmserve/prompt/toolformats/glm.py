@@ -7,7 +7,14 @@ import json
 
 from llmserve.prompt.toolformats.events import Call
 from llmserve.prompt.toolformats.family import GLM_ARGS, GLM_COMPACT_ARGS, Family, Forced
-from llmserve.prompt.toolformats.scan import Context, Section, calls_loop, find_first, skip_space
+from llmserve.prompt.toolformats.scan import (
+    Context,
+    Section,
+    calls_loop,
+    could_begin,
+    find_first,
+    skip_space,
+)
 from llmserve.prompt.toolformats.xmlargs import arguments, value_json
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
@@ -31,9 +38,9 @@ def read(
             if not text.startswith(KEY, pos):
                 if pos >= len(text) or not final:
                     return Call(name, arguments(pairs, False), False), None
-                if CLOSE.startswith(text[pos:]):  # the end tag cut short: dropped
+                if could_begin(CLOSE, text[pos:]):  # the end tag cut short: dropped
                     return Call(name, arguments(pairs, True)), len(text)
-                if KEY.startswith(text[pos:]):  # the next argument's tag cut short
+                if could_begin(KEY, text[pos:]):  # the next argument's tag cut short
                     return Call(name, arguments(pairs, False), False), len(text)
                 return Call(name, arguments(pairs, True)), pos
             key_end = text.find(END_KEY, pos)

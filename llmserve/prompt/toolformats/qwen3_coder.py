@@ -8,7 +8,7 @@ import json
 
 from llmserve.prompt.toolformats.events import Call
 from llmserve.prompt.toolformats.family import XML_ARGS, Family, Forced
-from llmserve.prompt.toolformats.scan import Context, Section, held, skip_space
+from llmserve.prompt.toolformats.scan import Context, Section, could_begin, held, skip_space
 from llmserve.prompt.toolformats.xmlargs import arguments, value_json
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
@@ -31,7 +31,7 @@ def read(
             continue
         if not text.startswith(FUNCTION, pos):
             rest = text[pos:]
-            if any(m.startswith(rest) for m in (OPEN, CLOSE, FUNCTION)):
+            if any(could_begin(m, rest) for m in (OPEN, CLOSE, FUNCTION)):
                 # Markup being written; at the end, cut short by max_tokens: dropped.
                 return calls, (len(text) if final else None)
             return calls, pos
