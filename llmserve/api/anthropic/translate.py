@@ -62,13 +62,6 @@ class ToolPlan:
             single=not self.parallel or self.choice not in ("auto", "any"),
         )
 
-    def forced_tools(self) -> list[dict[str, Any]]:
-        return [
-            t
-            for t in self.tools
-            if self.choice in ("auto", "any") or t["function"]["name"] == self.choice
-        ]
-
     def grammar(self, family: toolformats.Family, prompt: str) -> protocol.GbnfGrammar | None:
         if self.choice == "auto":
             return None
