@@ -1,5 +1,6 @@
 """Forced tool calls in each family's own syntax on the tiny model (its GGUF carrying that
-family's real chat template), read back into tool_calls; and issue 17.1 through the official
+family's real chat template), read back into tool_calls; every syntax's grammar taken by
+llama.cpp; and issue 17.1 through the official
 client: a named function is exactly one call and the answer ends, a call cut by max_tokens is a
 call with finish_reason length, and markup never reaches content, streamed or not."""
 
@@ -14,6 +15,11 @@ import jsonschema
 import openai
 import pytest
 
+from llmserve.engine.model import LlamaModel
+from llmserve.engine.sampling import check_grammar, compile_grammar
+from llmserve.prompt import toolformats
+from llmserve.prompt.toolformats.registry import FAMILIES as FAMILY_LIST
+from llmserve.prompt.toolgrammar import tool_call_grammar
 from tests.support.tinymodel import build_tiny_gguf
 from tests.support.tinyserver import MODEL, client_for, tiny_server
 
@@ -144,3 +150,39 @@ def test_a_call_cut_by_max_tokens_is_a_call_with_finish_length(
         list(chat(family_client, tool_choice=NAMED, max_tokens=cut, stream=True))
     )
     assert ([n for n, _ in calls], finish, content) == (["get_weather"], "length", "")
+
+
+RICH: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "city": {"enum": ["Paris", "Rome"]},
+        "days": {"type": "integer"},
+        "unit": {"type": "string", "enum": ["C", "F"]},
+        "note": {"type": "string"},
+        "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "short": {"type": "string", "maxLength": 4},
+        "when": {"type": "string", "format": "date-time"},
+        "tags": {"type": "array", "items": {"$ref": "#/$defs/tag"}},
+    },
+    "required": ["city", "note"],
+    "$defs": {"tag": {"type": "string"}},
+}
+
+
+def test_every_forced_syntax_is_a_grammar_llama_cpp_takes(tiny_gguf: Path) -> None:
+    """Each family's forced grammar, over tools with every kind of parameter (bare text,
+    patterns, formats, definitions), parses in llama.cpp's grammar sampler."""
+    model = LlamaModel(tiny_gguf)
+    try:
+        for family in FAMILY_LIST:
+            for syntax in family.forced:
+                chosen = toolformats.family(family.name, syntax.name)
+                forced = tool_call_grammar(
+                    [("get_weather", RICH, "tools[0]"), ("get_time", None, "tools[1]")],
+                    parallel=True,
+                    family=chosen,
+                    prompt="<think>" if chosen.reasoning_open else "",
+                )
+                check_grammar(model.vocab, compile_grammar(forced))
+    finally:
+        model.close()
