@@ -7,11 +7,13 @@ Jinja2's sandbox with the same environment Hugging Face transformers gives them
 (``trim_blocks``, ``lstrip_blocks``, ``loopcontrols``, ``raise_exception``, ``strftime_now``,
 a non-HTML-escaping ``tojson``), bounded in steps, time and size by ``sandbox.py``.
 
-Templates differ in how they take an assistant's tool calls, so each is tried once, when it is
-compiled, on a short history with one call (as llama.cpp probes its templates): arguments go
-in as an object where the template shows them from one, else as JSON text (Functionary v3.2
-concatenates them); a template that shows no calls at all (Granite 3.3, LFM2) gets them
-written into the assistant's content in its family's syntax, as the model writes them.
+Templates differ in how they take an assistant's tool calls, so each is tried once, when a
+request first has calls, on a short history with one call (as llama.cpp probes its
+templates): arguments go in as an object where the template shows them from one, else as JSON
+text (Functionary v3.2 concatenates them); a template that shows no calls at all (Granite 3.3,
+LFM2) gets them written into the assistant's content in its family's syntax, as the model
+writes them. A template that refuses a system turn (Gemma 2's) gets its text in the first user
+turn instead, as llama.cpp does.
 """
 
 from __future__ import annotations
@@ -447,17 +449,20 @@ def _with_arguments(call: Mapping[str, Any], as_text: bool) -> dict[str, Any]:
 
 
 def _system_merged(messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The leading system turns' text put at the start of the turn after them (dropped when
-    nothing follows)."""
+    """The leading system turns' text put at the start of the turn after them (a user turn of
+    its own when nothing follows)."""
     rest = list(messages)
     texts = []
     while rest and rest[0]["role"] == "system":
         content = rest.pop(0).get("content")
         if isinstance(content, str) and content:
             texts.append(content)
-    if rest and texts:
-        head = dict(rest[0])
-        content = head.get("content")
-        head["content"] = "\n".join([*texts, content] if isinstance(content, str) else texts)
-        rest[0] = head
+    if not texts:
+        return rest
+    if not rest:
+        return [{"role": "user", "content": "\n".join(texts)}]
+    head = dict(rest[0])
+    content = head.get("content")
+    head["content"] = "\n".join([*texts, content] if isinstance(content, str) else texts)
+    rest[0] = head
     return rest
