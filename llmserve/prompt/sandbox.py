@@ -162,11 +162,17 @@ class SealedDict(dict):  # type: ignore[type-arg]
 def sealed(value: Any) -> Any:
     """A copy of ``value`` for a template: mappings and sequences (not strings) become sealed
     lists and dicts, so nothing a render does can change what the server holds."""
-    if isinstance(value, Mapping):
-        return SealedDict((key, sealed(item)) for key, item in value.items())
-    if isinstance(value, list | tuple):
-        return SealedList(sealed(item) for item in value)
+    kind = type(value)  # exact types first: a request holds thousands of values
+    if kind in _PLAIN:
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return SealedDict({key: sealed(item) for key, item in value.items()})
+    if kind is list or isinstance(value, list | tuple):
+        return SealedList([sealed(item) for item in value])
     return value
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 # The methods by which a template changes a list or dict it built, and those that add items.
