@@ -17,8 +17,7 @@ from llmserve.prompt import toolformats
 class OutputReading:
     """Everything a choice's parser needs, decided once per request."""
 
-    family: toolformats.Family  # how the model writes calls (its template's family)
-    reading: toolformats.Family  # how this output's calls are written (forced: see forcing())
+    family: toolformats.Family  # how the model writes calls, forced or not
     tools: Mapping[str, Mapping[str, Any] | None] | None  # parameters schema by tool name
     max_calls: int | None  # None: as many as the model writes
 
@@ -27,7 +26,7 @@ class OutputReading:
         reasoning block already)."""
         text = prompt if isinstance(prompt, str) else ""
         return toolformats.stream_parser(
-            self.reading, self.tools, prompt=text, max_calls=self.max_calls
+            self.family, self.tools, prompt=text, max_calls=self.max_calls
         )
 
     def call_ids(self, make: Callable[[], str]) -> Callable[[], str]:
@@ -42,15 +41,11 @@ def output_reading(
     family: toolformats.Family,
     tools: Mapping[str, Mapping[str, Any] | None] | None,
     *,
-    forced_count: int | None,
     single: bool,
 ) -> OutputReading:
-    """``forced_count``: how many tools a grammar-forced call may be of (None: not forced);
-    ``single``: at most one call (a named tool, or parallel calls off)."""
-    reading = family if forced_count is None else toolformats.forcing(family, forced_count)
+    """``single``: at most one call (a named tool, or parallel calls off)."""
     return OutputReading(
         family=family,
-        reading=reading,
         tools=tools,
         max_calls=1 if tools is not None and single else None,
     )

@@ -140,6 +140,7 @@ class FakeEngine:
     queue_wait_s: float | None = None  # reported on the first event
     start_gate: threading.Event | None = None  # start() waits for it to be set
     family: str = "hermes"  # the tool-call family tool_format() reports
+    syntax: str = ""  # the syntax tool_syntax() reports ("": the family's default)
     render_gate: threading.Event | None = None  # render_chat() waits for it (a slow template)
     start_error: LLMServeError | None = None  # start() raises it
     loaded: bool = False
@@ -185,6 +186,9 @@ class FakeEngine:
 
     def tool_format(self, model: str | None = None) -> str:
         return self.family
+
+    def tool_syntax(self, model: str | None = None) -> str:
+        return self.syntax
 
     async def embed(
         self, inputs: Sequence[str | tuple[int, ...]], model: str | None = None

@@ -34,13 +34,30 @@ class SamplingParams:
 @frozen
 class JsonGrammar:
     """Constrain the output to JSON valid against ``schema`` (JSON text, checked by
-    ``engine.grammar``), each value between ``prefix`` and ``suffix``; ``repeat``: one or more
-    such values, a newline apart."""
+    ``prompt.grammar``)."""
 
     schema: str
-    prefix: str = ""
-    suffix: str = ""
-    repeat: bool = False
+
+
+@frozen
+class SchemaRule:
+    """A rule of a ``GbnfGrammar`` that the engine writes from a JSON schema (JSON text,
+    checked by ``prompt.grammar``): a JSON value valid against it; ``raw``: a string schema
+    with a ``pattern``, written as its bare characters (no quotes, no escapes)."""
+
+    name: str
+    schema: str
+    raw: bool = False
+
+
+@frozen
+class GbnfGrammar:
+    """Constrain the output to a GBNF grammar whose start rule is ``root`` (forced tool calls
+    in a model family's syntax, ``prompt.toolgrammar``); the rules in ``rules`` are written by
+    the engine's JSON-schema converter."""
+
+    text: str
+    rules: tuple[SchemaRule, ...] = ()
 
 
 @frozen
@@ -54,7 +71,7 @@ class GenerationRequest:
     model: str | None = None  # the requested model's name or alias; None: the default model
     n: int = 1  # choices, all from one decode of the prompt
     logprobs: int | None = None  # alternatives per token to report; None: no logprobs
-    grammar: JsonGrammar | None = None
+    grammar: JsonGrammar | GbnfGrammar | None = None
     # Control tokens render as their text (``<|python_tag|>``, ``[TOOL_CALLS]``, harmony's
     # ``<|channel|>``): tool-call and reasoning markup is often made of them.
     special_tokens: bool = False
@@ -161,8 +178,10 @@ class ChatRenderer(Protocol):
     """A compiled chat template (``prompt.chat.ChatTemplate``)."""
 
     # The tool-call family the prompt layer chose for this template (a name only: the engine
-    # knows nothing of families, the API layer reads outputs with it).
+    # knows nothing of families, the API layer reads outputs with it), and the syntax of the
+    # family's calls the template teaches (forced calls are written in it).
     tool_format: str
+    tool_syntax: str
 
     def render(
         self,
@@ -227,6 +246,10 @@ class Engine(Protocol):
 
     def tool_format(self, model: str | None = None) -> str:
         """The tool-call family of ``model``'s chat template (``prompt.toolformats``)."""
+        ...
+
+    def tool_syntax(self, model: str | None = None) -> str:
+        """The syntax of that family's calls ``model``'s chat template teaches."""
         ...
 
     async def embed(

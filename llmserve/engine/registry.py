@@ -204,6 +204,9 @@ class ModelRegistry:
     def tool_format(self, model: str | None = None) -> str:
         return self._route(model).spec.engine.tool_format()
 
+    def tool_syntax(self, model: str | None = None) -> str:
+        return self._route(model).spec.engine.tool_syntax()
+
     def render_chat(
         self,
         messages: Sequence[Mapping[str, Any]],

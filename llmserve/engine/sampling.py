@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 import llama_cpp
 from attrs import frozen
 from llama_cpp.llama_grammar import SchemaConverter
 
-from llmserve.engine.protocol import JsonGrammar, SamplingParams
+from llmserve.engine.protocol import GbnfGrammar, JsonGrammar, SamplingParams
 from llmserve.errors import InvalidRequest, LLMServeError
 
 # How many recent tokens the repetition penalties look at (llama.cpp's default).
@@ -26,8 +27,6 @@ _STRICT_CHAR = (
     'char ::= [^"\\\\\\x7F\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | '
     '"u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
 )
-# Names of our own rules around a wrapped value (the converter's rules are "root" and below).
-_CALL_RULE, _TOP_RULE = "llmserve-wrapped", "llmserve-top"
 
 
 @frozen
@@ -38,28 +37,81 @@ class Gbnf:
     root: str
 
 
-def compile_grammar(grammar: JsonGrammar) -> Gbnf:
-    """The GBNF of a checked JSON grammar; InvalidRequest if the converter refuses it."""
-    converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+_CONVERTER_ERRORS = (AssertionError, KeyError, ValueError, TypeError, IndexError, RecursionError)
+
+
+def compile_grammar(grammar: JsonGrammar | GbnfGrammar) -> Gbnf:
+    """The GBNF of a checked grammar; InvalidRequest if the converter refuses a schema."""
+    if isinstance(grammar, JsonGrammar):
+        rules, _ = _convert(json.loads(grammar.schema), "", raw=False)
+        return Gbnf("\n".join(_strict(line) for line in rules.split("\n")), "root")
+    written: dict[str, str] = {}
+    for rule in grammar.rules:
+        # Each schema's definitions are renamed after its rule: two tools may both define
+        # "#/$defs/item", and the converter names a definition's rule after it alone.
+        schema = _prefixed_defs(json.loads(rule.schema), rule.name)
+        rules, top = _convert(schema, rule.name, raw=rule.raw)
+        for line in rules.split("\n"):
+            name, _, body = line.partition(" ::= ")
+            if body:
+                written.setdefault(name, _strict(line))
+        if top != rule.name:  # a primitive ("integer") is its own rule: name it ours too
+            written[rule.name] = f"{rule.name} ::= {top}"
+    return Gbnf("\n".join([*written.values(), grammar.text]), "root")
+
+
+def _convert(schema: object, name: str, *, raw: bool) -> tuple[str, str]:
+    """The converter's rules for ``schema`` and the name of the rule that is its value."""
+    converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=raw)
     try:
         # Base URL "": references stay "#/..." as written, the form the converter looks up.
-        schema = converter.resolve_refs(json.loads(grammar.schema), "")
-        converter.visit(schema, "")
-        rules = converter.format_grammar()
-    except (AssertionError, KeyError, ValueError, TypeError, IndexError, RecursionError) as exc:
+        resolved = converter.resolve_refs(schema, "")
+        top = converter.visit(resolved, name)
+        return converter.format_grammar(), top
+    except _CONVERTER_ERRORS as exc:
         raise InvalidRequest(f"The JSON schema cannot be turned into a grammar: {exc}") from exc
-    lines = [_STRICT_CHAR if line.startswith("char ::= ") else line for line in rules.split("\n")]
-    if not (grammar.prefix or grammar.suffix or grammar.repeat):
-        return Gbnf("\n".join(lines), "root")
-    lines.append(f"{_CALL_RULE} ::= {_literal(grammar.prefix)} root {_literal(grammar.suffix)}")
-    more = f' ("\\n" {_CALL_RULE})*' if grammar.repeat else ""
-    lines.append(f"{_TOP_RULE} ::= {_CALL_RULE}{more}")
-    return Gbnf("\n".join(lines), _TOP_RULE)
 
 
-def _literal(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return '"' + escaped.replace("\r", "\\r") + '"'
+def _strict(line: str) -> str:
+    return _STRICT_CHAR if line.startswith("char ::= ") else line
+
+
+_DEFS = ("$defs", "definitions")
+
+
+def _prefixed_defs(schema: Any, prefix: str) -> Any:
+    """``schema`` with its top-level definitions renamed ``PREFIX-NAME``, references too."""
+    if not isinstance(schema, dict) or not any(k in schema for k in _DEFS):
+        return schema
+
+    def visit(node: Any) -> Any:
+        if isinstance(node, list):
+            return [visit(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                out[key] = _renamed_ref(value, prefix)
+            elif key in ("enum", "const"):
+                out[key] = value
+            else:
+                out[key] = visit(value)
+        return out
+
+    renamed = visit(schema)
+    for key in _DEFS:
+        if isinstance(renamed.get(key), dict):
+            renamed[key] = {f"{prefix}-{n}": sub for n, sub in renamed[key].items()}
+    return renamed
+
+
+def _renamed_ref(ref: str, prefix: str) -> str:
+    for key in _DEFS:
+        head = f"#/{key}/"
+        if ref.startswith(head):
+            return f"{head}{prefix}-{ref[len(head) :]}"
+    return ref
 
 
 def check_grammar(vocab: llama_cpp.llama_vocab_p, gbnf: Gbnf) -> None:

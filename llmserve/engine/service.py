@@ -175,6 +175,11 @@ class LlamaEngine:
             raise ServiceUnavailable("the model is still loading")
         return self._template.tool_format
 
+    def tool_syntax(self, model: str | None = None) -> str:
+        if self._template is None:
+            raise ServiceUnavailable("the model is still loading")
+        return self._template.tool_syntax
+
     def render_chat(
         self,
         messages: Sequence[Mapping[str, Any]],

@@ -19,12 +19,10 @@ regular-expression subset: literals, classes, groups, ``|``, ``* + ? {m,n}``, ``
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llmserve.engine.protocol import JsonGrammar
 from llmserve.errors import InvalidRequest
-from llmserve.prompt.toolformats import Family, forcing
 
 TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 # Any JSON value. The converter turns an empty schema into "an object", so spell it out.
@@ -79,44 +77,6 @@ def json_object_grammar() -> JsonGrammar:
 def json_schema_grammar(schema: object, *, param: str) -> JsonGrammar:
     """``response_format: json_schema``: JSON that validates against ``schema``."""
     return JsonGrammar(schema=json.dumps(check_schema(schema, param=param)))
-
-
-def tool_call_grammar(
-    tools: Sequence[tuple[str, Mapping[str, Any] | None, str]],
-    *,
-    parallel: bool,
-    family: Family,
-) -> JsonGrammar:
-    """A call of one of ``tools`` (name, parameters schema, and the request field that schema
-    came from) in ``family``'s own syntax (``forcing`` says when Hermes' instead), or several
-    calls if ``parallel`` and the syntax allows them."""
-    writer = forcing(family, len(tools))
-    forced = writer.forced
-    assert forced is not None  # forcing() picks a family that has a forced form
-    calls = []
-    for name, parameters, param in tools:
-        arguments = (
-            {"type": "object", "properties": {}}
-            if parameters is None
-            else check_schema(parameters, param=param)
-        )
-        if forced.shape == "args":
-            calls.append(arguments)
-            continue
-        calls.append(
-            {
-                "type": "object",
-                "properties": {forced.name_key: {"const": name}, forced.args_key: arguments},
-                "required": [forced.name_key, forced.args_key],
-            }
-        )
-    schema = calls[0] if len(calls) == 1 else {"anyOf": calls}
-    return JsonGrammar(
-        schema=json.dumps(schema),
-        prefix=forced.prefix.replace("{name}", tools[0][0]),
-        suffix=forced.suffix,
-        repeat=parallel and forced.repeat and forced.shape == "object",
-    )
 
 
 class _Checker:

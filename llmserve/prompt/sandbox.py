@@ -1,10 +1,16 @@
-"""The Jinja2 sandbox chat templates run in: immutable, and bounded in time, steps and size.
+"""The Jinja2 sandbox chat templates run in: the request's data immutable, and bounded in time,
+steps and size.
 
 Jinja's ``ImmutableSandboxedEnvironment`` stops code execution (no ``__class__``, no
 ``__globals__``, no mutation) but not exhaustion: ``range`` is capped at 100,000 items, yet two
 nested loops over it run ten billion times, and ``'x' * 10**12``, ``s + s`` in a loop,
 ``s|indent(10**9)`` or ``'{:>999999999}'.format(1)`` allocate without limit before any output
 exists. A template comes with a model file, so it is untrusted. Here:
+
+- the messages and tools reach the template as a copy (``sealed``) made of list and dict
+  subclasses that stay immutable; lists and dicts the template builds itself may be changed
+  (``append``, ``pop``, ``update``...: Kimi K2's template queues its call ids in a list), each
+  item they gain counted against ``MAX_RENDER_ITEMS``;
 
 - every ``for`` loop's iterable and every call (macros, methods) counts a step against a
   per-render ``Budget`` (a step cap and a wall-clock deadline), so no render runs away;
@@ -21,7 +27,7 @@ import math
 import re
 import string
 import time
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextvars import ContextVar
 from typing import Any, cast
 
@@ -29,7 +35,7 @@ import jinja2
 import jinja2.nodes as nodes
 from attrs import define, field
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
 from jinja2.visitor import NodeTransformer
 
@@ -40,6 +46,9 @@ MAX_RENDER_SECONDS = 1.0  # the render runs on the event loop: keep a stall shor
 # may keep what it builds (``ns.parts + [big]``, a ``set`` block), so each size alone is not
 # enough. Generous: a template that grows a string message by message pays the square.
 MAX_RENDER_ALLOCATED = 64 * MAX_RENDER_CHARS
+# Items that a render's own lists and dicts gain by append, extend, update...: each is a
+# reference (8 bytes), so this bounds what mutation can hold at a few MiB.
+MAX_RENDER_ITEMS = 1_000_000
 _MAX_POWER_BITS = 1 << 16
 _MAX_JSON_INDENT = 64
 
@@ -58,6 +67,14 @@ class Budget:
     deadline: float
     steps: int = field(default=0)
     allocated: int = field(default=0)
+    items: int = field(default=0)
+
+    def grow(self, count: int) -> None:
+        self.items += count
+        if self.items > MAX_RENDER_ITEMS:
+            raise TemplateBudgetExceeded(
+                f"the chat template added more than {MAX_RENDER_ITEMS} items to its lists"
+            )
 
     def charge(self, size: int) -> None:
         self.allocated += size
@@ -81,9 +98,9 @@ class Budget:
 _BUDGET: ContextVar[Budget | None] = ContextVar("llmserve_template_budget", default=None)
 
 
-def new_budget() -> Budget:
+def new_budget(seconds: float = MAX_RENDER_SECONDS) -> Budget:
     """A fresh budget, to install with ``BUDGET.set`` around one render."""
-    return Budget(deadline=time.monotonic() + MAX_RENDER_SECONDS)
+    return Budget(deadline=time.monotonic() + seconds)
 
 
 BUDGET = _BUDGET
@@ -130,7 +147,44 @@ def _finalize(value: Any) -> Any:
     return value
 
 
-def _counted(iterable: Iterable[Any]) -> Iterator[Any]:
+class SealedList(list):  # type: ignore[type-arg]
+    """A list of the request's data: read-only to templates (only plain lists may change)."""
+
+    __slots__ = ()
+
+
+class SealedDict(dict):  # type: ignore[type-arg]
+    """A dict of the request's data: read-only to templates (only plain dicts may change)."""
+
+    __slots__ = ()
+
+
+def sealed(value: Any) -> Any:
+    """A copy of ``value`` for a template: mappings and sequences (not strings) become sealed
+    lists and dicts, so nothing a render does can change what the server holds."""
+    kind = type(value)  # exact types first: a request holds thousands of values
+    if kind in _PLAIN:
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return SealedDict({key: sealed(item) for key, item in value.items()})
+    if kind is list or isinstance(value, list | tuple):
+        return SealedList([sealed(item) for item in value])
+    return value
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+# The methods by which a template changes a list or dict it built, and those that add items.
+_MUTATORS: dict[type, frozenset[str]] = {
+    list: frozenset({"append", "extend", "insert", "pop", "remove", "clear", "reverse", "sort"}),
+    dict: frozenset({"update", "setdefault", "pop", "popitem", "clear"}),
+}
+_ONE_ITEM = frozenset({"append", "insert", "setdefault"})
+_MANY_ITEMS = frozenset({"extend", "update"})
+
+
+def counted(iterable: Iterable[Any]) -> Iterator[Any]:
     """A loop's iterable, one step per item."""
     budget = _BUDGET.get()
     if budget is None:
@@ -150,7 +204,7 @@ def _concat(parts: list[Any]) -> str:
 
 
 class _Bounded(NodeTransformer):
-    """Rewrites a parsed template: loops iterate through ``_counted``, ``~`` through
+    """Rewrites a parsed template: loops iterate through ``counted``, ``~`` through
     ``_concat``, so that both pass through code that enforces the bounds."""
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
@@ -280,7 +334,8 @@ _AMPLIFYING_FILTERS = ("center", "indent", "replace", "wordwrap", "format", "joi
 
 
 class BoundedSandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, plus the bounds above."""
+    """The immutable sandbox, plus the bounds above; lists and dicts the template built (plain
+    ``list`` and ``dict``, never the ``sealed`` request data) may change."""
 
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
@@ -288,7 +343,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         super().__init__(**options)
         for name in _AMPLIFYING_FILTERS:
             self.filters[name] = _guarded(name, self.filters[name])
-        self.filters[_STEPS_FILTER] = _counted
+        self.filters[_STEPS_FILTER] = counted
         self.finalize = _finalize
         self.globals["lipsum"] = _lipsum
         self.filters[_CONCAT_FILTER] = _concat
@@ -304,9 +359,21 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         tree = super()._parse(source, name, filename)
         return cast("nodes.Template", _Bounded().visit(tree))  # the root stays a Template
 
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if attr in _MUTATORS.get(type(obj), ()):
+            return SandboxedEnvironment.is_safe_attribute(self, obj, attr, value)
+        return super().is_safe_attribute(obj, attr, value)
+
     def call_binop(
         self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
     ) -> Any:
+        # llama.cpp's template engine adds null and undefined to a string as empty text, and
+        # templates count on it (Command R+ reads each parameter's description, FireFunction a
+        # "functions" variable): jinja would raise.
+        if operator == "+" and isinstance(left, str) and _blank(right):
+            return left
+        if operator == "+" and _blank(left) and isinstance(right, str):
+            return right
         if operator == "+" and type(left) is str and type(right) is str:
             # Templates glue their turns with +: the common case stays cheap.
             _too_large(len(left) + len(right))
@@ -348,6 +415,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str):
             _check_call(getattr(__obj, "__name__", ""), owner, args, kwargs)
+        elif type(owner) in _MUTATORS:
+            args = _charge_growth(getattr(__obj, "__name__", ""), args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
@@ -363,6 +432,27 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             return wrapped(*args, **kwargs)
 
         return checked
+
+
+def _blank(value: Any) -> bool:
+    return value is None or isinstance(value, jinja2.Undefined)
+
+
+def _charge_growth(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """Count the items a list or dict method adds (``extend``/``update`` of an iterator: read
+    into a list first, one step an item); the arguments to call it with."""
+    if name in _ONE_ITEM:
+        added = 1
+    elif name in _MANY_ITEMS:
+        if args and not isinstance(args[0], Sized):
+            args = (list(counted(args[0])), *args[1:])
+        added = (len(args[0]) if args else 0) + len(kwargs)
+    else:
+        return args
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.grow(added)
+    return args
 
 
 def json_indent_ok(indent: int | str | None) -> None:

@@ -10,8 +10,8 @@ The convention, the one Qwen 2.5 and Hermes templates teach their models:
 
 A chat template that handles tools itself (it mentions ``tools``) gets them as structured
 data; for any other template ``plain_messages`` writes the convention into the messages.
-``tool_choice: required`` or a named function constrains the output to calls in this form
-(``grammar.tool_call_grammar``), so it always parses.
+``tool_choice: required`` or a named function constrains the output to calls in the model
+family's syntax (``toolgrammar.tool_call_grammar``; this one for Hermes), so it always parses.
 """
 
 from __future__ import annotations

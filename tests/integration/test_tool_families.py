@@ -1,5 +1,6 @@
 """Forced tool calls in each family's own syntax on the tiny model (its GGUF carrying that
-family's real chat template), read back into tool_calls; and issue 17.1 through the official
+family's real chat template), read back into tool_calls; every syntax's grammar taken by
+llama.cpp; and issue 17.1 through the official
 client: a named function is exactly one call and the answer ends, a call cut by max_tokens is a
 call with finish_reason length, and markup never reaches content, streamed or not."""
 
@@ -14,6 +15,11 @@ import jsonschema
 import openai
 import pytest
 
+from llmserve.engine.model import LlamaModel
+from llmserve.engine.sampling import check_grammar, compile_grammar
+from llmserve.prompt import toolformats
+from llmserve.prompt.toolformats.registry import FAMILIES as FAMILY_LIST
+from llmserve.prompt.toolgrammar import tool_call_grammar
 from tests.support.tinymodel import build_tiny_gguf
 from tests.support.tinyserver import MODEL, client_for, tiny_server
 
@@ -35,6 +41,7 @@ TOOLS: list[Any] = [
 ]
 NAMED: Any = {"type": "function", "function": {"name": "get_weather"}}
 ASK = [{"role": "user", "content": "Weather in Paris?"}]
+# By the syntax its calls are forced in (a family may have several, by template).
 FAMILIES = {
     "hermes": "Qwen-Qwen2.5-7B-Instruct.jinja",
     "mistral": "mistralai-Mistral-Nemo-Instruct-2407.jinja",
@@ -42,6 +49,14 @@ FAMILIES = {
     "kimi": "moonshotai-Kimi-K2.jinja",
     "harmony": "openai-gpt-oss-120b.jinja",
     "qwen3_coder": "Qwen3-Coder.jinja",
+    "deepseek_v3_1": "deepseek-ai-DeepSeek-V3.1.jinja",
+    # R1's template leaves the prompt inside <think>: the forced call closes it first.
+    "deepseek_r1": "llama-cpp-deepseek-r1.jinja",
+    "granite": "ibm-granite-granite-3.3-2B-Instruct.jinja",
+    "glm": "GLM-4.6.jinja",
+    "command_r": "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja",
+    "functionary_v3_1": "meetkai-functionary-medium-v3.1.jinja",
+    "functionary_v3_2": "meetkai-functionary-medium-v3.2.jinja",
 }
 
 
@@ -51,10 +66,13 @@ def fixture_family_client(
 ) -> Iterator[openai.OpenAI]:
     """The tiny model served with one family's real chat template."""
     template = (TEMPLATES / FAMILIES[request.param]).read_text()
+    # Command R7B's template alone is ~3,400 tokens of the tiny vocabulary.
     path = build_tiny_gguf(
-        tmp_path_factory.mktemp(request.param) / "m.gguf", chat_template=template
+        tmp_path_factory.mktemp(request.param) / "m.gguf",
+        chat_template=template,
+        context_length=8192,
     )
-    with tiny_server(path, parallel=2, max_sequence_length=4096) as url, client_for(url) as client:
+    with tiny_server(path, parallel=2, max_sequence_length=8192) as url, client_for(url) as client:
         yield client
 
 
@@ -132,3 +150,39 @@ def test_a_call_cut_by_max_tokens_is_a_call_with_finish_length(
         list(chat(family_client, tool_choice=NAMED, max_tokens=cut, stream=True))
     )
     assert ([n for n, _ in calls], finish, content) == (["get_weather"], "length", "")
+
+
+RICH: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "city": {"enum": ["Paris", "Rome"]},
+        "days": {"type": "integer"},
+        "unit": {"type": "string", "enum": ["C", "F"]},
+        "note": {"type": "string"},
+        "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "short": {"type": "string", "maxLength": 4},
+        "when": {"type": "string", "format": "date-time"},
+        "tags": {"type": "array", "items": {"$ref": "#/$defs/tag"}},
+    },
+    "required": ["city", "note"],
+    "$defs": {"tag": {"type": "string"}},
+}
+
+
+def test_every_forced_syntax_is_a_grammar_llama_cpp_takes(tiny_gguf: Path) -> None:
+    """Each family's forced grammar, over tools with every kind of parameter (bare text,
+    patterns, formats, definitions), parses in llama.cpp's grammar sampler."""
+    model = LlamaModel(tiny_gguf)
+    try:
+        for family in FAMILY_LIST:
+            for syntax in family.forced:
+                chosen = toolformats.family(family.name, syntax.name)
+                forced = tool_call_grammar(
+                    [("get_weather", RICH, "tools[0]"), ("get_time", None, "tools[1]")],
+                    parallel=True,
+                    family=chosen,
+                    prompt="<think>" if chosen.reasoning_open else "",
+                )
+                check_grammar(model.vocab, compile_grammar(forced))
+    finally:
+        model.close()

@@ -218,3 +218,17 @@ def test_a_template_with_tools_gets_them_as_data() -> None:
         "{% if m.tool_calls %}:{{ m.tool_calls[0].function.name }}{% endif %},{% endfor %}"
     )
     assert chat.render(TOOL_TURNS, tools=[TOOL]) == "get_weather|user,assistant:get_weather,tool,"
+
+
+def test_null_and_undefined_add_to_a_string_as_empty_text() -> None:
+    """As in llama.cpp's template engine: "a" + none and "a" + an undefined name are "a"
+    (Command R+ adds each parameter's description, FireFunction a "functions" variable)."""
+    chat = template(gguf="{{ 'a' + none }}|{{ 'b' + missing + 'c' }}|{{ none + 'd' }}")
+    assert chat.render(CONVERSATION) == "a|bc|d"
+
+
+def test_tojson_writes_a_filters_generator_as_a_list() -> None:
+    """``tools | map(attribute='function') | tojson`` (llama.cpp's DeepSeek R1 template)."""
+    chat = template(gguf="{{ tools | map(attribute='function') | map(attribute='name') | tojson }}")
+    tools = [{"type": "function", "function": {"name": n}} for n in ("a", "b")]
+    assert chat.render(CONVERSATION, tools=tools) == '["a", "b"]'

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -11,9 +10,7 @@ from llmserve.prompt.grammar import (
     ANY,
     UnsupportedSchema,
     check_schema,
-    tool_call_grammar,
 )
-from llmserve.prompt.toolformats import family
 
 PARAM = "response_format.json_schema.schema"
 
@@ -153,69 +150,3 @@ def test_patterns_outside_the_safe_subset_are_refused(pattern: str, words: str) 
     """A pattern that could produce characters JSON must escape, or that the converter cannot
     translate, is refused rather than half-enforced."""
     assert words in refusal({"type": "string", "pattern": pattern}).message
-
-
-def test_a_tool_call_grammar_wraps_each_call_in_tags() -> None:
-    """Forced calls: <tool_call> JSON {name: const, arguments: parameters} </tool_call>,
-    one of the tools, repeated only when parallel calls are allowed."""
-    params = {"type": "object", "properties": {"q": {"type": "string"}}}
-    grammar = tool_call_grammar(
-        [("search", params, "tools[0]"), ("noop", None, "tools[1]")],
-        parallel=False,
-        family=family("hermes"),
-    )
-    assert (grammar.prefix, grammar.suffix, grammar.repeat) == (
-        "<tool_call>\n",
-        "\n</tool_call>",
-        False,
-    )
-    search, noop = json.loads(grammar.schema)["anyOf"]
-    assert search["properties"]["name"] == {"const": "search"}
-    assert search["properties"]["arguments"] == {**params, "additionalProperties": False}
-    assert noop["properties"]["arguments"] == {"type": "object", "properties": {}}
-    assert search["required"] == ["name", "arguments"]
-
-
-def test_a_tool_whose_parameters_are_unsupported_is_named() -> None:
-    """The 400 of a forced call names the tool's parameters field."""
-    with pytest.raises(UnsupportedSchema) as caught:
-        tool_call_grammar(
-            [("f", {"type": "integer", "minimum": 1}, "tools[3].x")],
-            parallel=True,
-            family=family("hermes"),
-        )
-    assert caught.value.param == "tools[3].x"
-
-
-@pytest.mark.parametrize(
-    ("name", "prefix", "suffix", "key"),
-    [
-        ("mistral", "[TOOL_CALLS][", "]", "arguments"),
-        ("llama3", "", "", "parameters"),
-        ("command_r", "<|START_ACTION|>[", "]<|END_ACTION|>", "parameters"),
-        ("granite", "<|tool_call|>[", "]", "arguments"),
-    ],
-)
-def test_a_forced_call_is_written_in_the_family_syntax(
-    name: str, prefix: str, suffix: str, key: str
-) -> None:
-    """A family whose calls are JSON objects is forced in its own markup and key names."""
-    grammar = tool_call_grammar(
-        [("search", {"type": "object"}, "tools[0]")], parallel=False, family=family(name)
-    )
-    assert (grammar.prefix, grammar.suffix) == (prefix, suffix)
-    assert key in json.loads(grammar.schema)["properties"]
-
-
-def test_a_name_in_the_markup_is_forced_for_one_tool_and_hermes_for_several() -> None:
-    """Families that write the name in markup (gpt-oss, Kimi, DeepSeek) are forced in their
-    own syntax when one tool is forced; with a choice of tools, in Hermes syntax."""
-    one = tool_call_grammar(
-        [("search", {"type": "object"}, "tools[0]")], parallel=True, family=family("harmony")
-    )
-    assert one.prefix == "<|channel|>commentary to=functions.search <|constrain|>json<|message|>"
-    assert json.loads(one.schema) == {"type": "object"}
-    two = tool_call_grammar(
-        [("a", None, "tools[0]"), ("b", None, "tools[1]")], parallel=True, family=family("kimi")
-    )
-    assert two.prefix == "<tool_call>\n"

@@ -204,3 +204,54 @@ def test_formatting_large_numbers_is_fine() -> None:
         "{{ '{}'.format(1700000000) }} {{ '%d'|format(1700000000) }} {{ '%d' % 10**9 }}"
     )
     assert chat.render(MESSAGES) == "1700000000 1700000000 1000000000"
+
+
+def test_a_template_may_change_the_lists_and_dicts_it_built() -> None:
+    """Lists and dicts a template makes are its own to change (Kimi K2 queues call ids):
+    append, pop, update, setdefault."""
+    chat = template(
+        "{% set q = namespace(ids=[]) %}{% set _ = q.ids.append('a') %}"
+        "{% set _ = q.ids.append('b') %}{{ q.ids.pop(0) }}{{ q.ids|length }}"
+        "{% set d = {} %}{% set _ = d.update({'k': 1}) %}{{ d.setdefault('j', 2) + d.k }}"
+    )
+    assert chat.render(MESSAGES) == "a13"
+
+
+def test_a_copy_of_the_messages_is_the_templates_to_change() -> None:
+    """``messages|list`` is a new list (append works) of sealed messages (update refused);
+    the caller's messages stay as they were."""
+    messages = [{"role": "user", "content": "hi"}]
+    chat = template("{% set m = messages|list %}{% set _ = m.append(1) %}{{ m|length }}")
+    assert chat.render(messages) == "2"
+    with pytest.raises(InvalidRequest):
+        template("{% set m = messages|list %}{{ m[0].update({'role': 'x'}) }}").render(messages)
+    assert messages == [{"role": "user", "content": "hi"}]
+
+
+def test_the_tools_are_read_only_to_a_template() -> None:
+    """A template cannot change the tools (the grammar reads their schemas after it)."""
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    chat = template("{{ tools[0].function.parameters.update({'type': 'array'}) }}")
+    with pytest.raises(InvalidRequest):
+        chat.render(MESSAGES, tools=tools)
+    assert tools[0]["function"]["parameters"] == {"type": "object"}
+
+
+GROWTH = {
+    "extend-doubling": (
+        "{% set l = [1] %}{% for i in range(64) %}{% set _ = l.extend(l) %}{% endfor %}"
+    ),
+    "extend-iterator": "{% set l = [] %}{% set _ = l.extend(range(100000)|map('string')) %}"
+    "{% for i in range(20) %}{% set _ = l.extend(l) %}{% endfor %}",
+    "update-repeated": (
+        "{% set d = {} %}{% for i in range(1000) %}{% set _ = d.update({i: i}) %}{% endfor %}"
+        "{% for i in range(5000) %}{% set _ = d.update(d) %}{% endfor %}"
+    ),
+}
+
+
+@pytest.mark.parametrize("source", list(GROWTH.values()), ids=list(GROWTH))
+def test_a_list_a_template_grows_without_bound_is_refused(source: str) -> None:
+    """Items added by extend / update are counted (each item passed, as a bound on what the
+    list or dict may hold): doubling a list is refused in time."""
+    refused(source, match="items|steps")

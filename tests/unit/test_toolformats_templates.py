@@ -68,17 +68,26 @@ MESSAGES: list[dict[str, Any]] = [
 
 
 def test_granite_3_3_is_recognised() -> None:
-    """Granite 3.3's template (which drops an assistant's calls from the prompt) is Granite."""
+    """Granite 3.3's template is Granite."""
     text = (TEMPLATES / "ibm-granite-granite-3.3-2B-Instruct.jinja").read_text()
     common = {"override": None, "architecture": "x", "bos_token": "", "eos_token": ""}
     assert ChatTemplate(gguf_template=text, **common).tool_format == "granite"
 
 
-def render(text: str, messages: list[dict[str, Any]]) -> str:
-    template = ChatTemplate(
+def chat_template(text: str) -> ChatTemplate:
+    return ChatTemplate(
         gguf_template=text, override=None, architecture="x", bos_token="<s>", eos_token="</s>"
     )
-    return template.render(copy.deepcopy(messages), tools=TOOLS)
+
+
+def render(text: str, messages: list[dict[str, Any]]) -> str:
+    return chat_template(text).render(copy.deepcopy(messages), tools=TOOLS)
+
+
+def with_arguments(arguments: Any) -> list[dict[str, Any]]:
+    messages = copy.deepcopy(MESSAGES)
+    messages[1]["tool_calls"][0]["function"]["arguments"] = arguments
+    return messages
 
 
 @pytest.mark.parametrize(("family", "name"), FAMILY_TEMPLATES)
@@ -87,18 +96,81 @@ def test_real_template_is_recognised_and_carries_tools_calls_and_results(
 ) -> None:
     """The family is recognised, and the prompt holds the tool, the call and its result."""
     text = (TEMPLATES / name).read_text()
-    template = ChatTemplate(
-        gguf_template=text, override=None, architecture="x", bos_token="<s>", eos_token="</s>"
-    )
-    assert template.tool_format == family
-    try:
-        prompt = render(text, MESSAGES)
-    except Exception:
-        # Some templates want the arguments as an object (as transformers passes them).
-        messages = copy.deepcopy(MESSAGES)
-        messages[1]["tool_calls"][0]["function"]["arguments"] = {"city": "Reykjavik"}
-        prompt = render(text, messages)
+    assert chat_template(text).tool_format == family
+    prompt = render(text, MESSAGES)
     assert "get_weather" in prompt
     assert "Forecast for a city" in prompt or "city" in prompt
     assert "Reykjavik" in prompt.split("Weather in Reykjavik?", 1)[1]
     assert "Sleet, 2 degrees" in prompt
+
+
+ALL_TEMPLATES = sorted(p.name for p in TEMPLATES.glob("*.jinja"))
+
+
+@pytest.mark.parametrize("arguments", ["object", "text"])
+@pytest.mark.parametrize("name", ALL_TEMPLATES)
+def test_every_template_shows_a_call_and_its_result_in_the_history(
+    name: str, arguments: str
+) -> None:
+    """Every template in the collection, given a user turn, an assistant turn with a call and
+    the tool's result (arguments as an object or as JSON text), puts the call's name, its
+    argument and the result after the user's question: natively, as text for templates that
+    leave calls out (Granite 3.3, LFM2), or in the plain convention for templates that know
+    nothing of tools (Gemma 2, Phi 3.5, RWKV)."""
+    value = {"city": "Reykjavik"} if arguments == "object" else '{"city": "Reykjavik"}'
+    prompt = render((TEMPLATES / name).read_text(), with_arguments(value))
+    after = prompt.split("Weather in Reykjavik?", 1)[1]
+    assert "get_weather" in after
+    assert "Reykjavik" in after
+    assert "Sleet, 2 degrees" in after
+
+
+def test_granite_3_3_history_has_its_calls_in_granite_syntax() -> None:
+    """Granite 3.3's template renders only an assistant's content: the call goes into it as
+    the model writes calls, <|tool_call|> and a JSON list."""
+    chat = chat_template((TEMPLATES / "ibm-granite-granite-3.3-2B-Instruct.jinja").read_text())
+    prompt = chat.render(copy.deepcopy(MESSAGES), tools=TOOLS)
+    assert not chat.shows_calls
+    assert (
+        '<|start_of_role|>assistant<|end_of_role|><|tool_call|>[{"name": "get_weather", '
+        '"arguments": {"city": "Reykjavik"}}]<|end_of_text|>'
+    ) in prompt
+    assert "<|start_of_role|>tool<|end_of_role|>Sleet, 2 degrees<|end_of_text|>" in prompt
+
+
+@pytest.mark.parametrize("name", ["Kimi-K2-Instruct.jinja", "Kimi-K2-Thinking.jinja"])
+def test_kimi_k2_renders_calls_and_results(name: str) -> None:
+    """Kimi K2's templates queue call ids in a list of their own (append, pop): the call is
+    written with its id, and the result answers that id."""
+    prompt = render((TEMPLATES / name).read_text(), MESSAGES)
+    assert (
+        "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
+        '<|tool_call_argument_begin|>{"city": "Reykjavik"}<|tool_call_end|>'
+        "<|tool_calls_section_end|>"
+    ) in prompt
+    assert "## Return of functions.get_weather:0\nSleet, 2 degrees" in prompt
+
+
+def test_functionary_v3_2_takes_the_arguments_as_text() -> None:
+    """Functionary v3.2 concatenates the arguments to its markup: they go in as JSON text."""
+    chat = chat_template((TEMPLATES / "meetkai-functionary-medium-v3.2.jinja").read_text())
+    prompt = chat.render(copy.deepcopy(MESSAGES), tools=TOOLS)
+    assert chat.string_arguments
+    assert '>>>get_weather\n{"city": "Reykjavik"}<|eot_id|>' in prompt
+
+
+def test_glm_takes_the_arguments_as_an_object_even_given_text() -> None:
+    """GLM walks the arguments' items: JSON text becomes the object it holds."""
+    chat = chat_template((TEMPLATES / "GLM-4.6.jinja").read_text())
+    prompt = chat.render(with_arguments('{"city": "Reykjavik"}'), tools=TOOLS)
+    assert not chat.string_arguments
+    assert "<arg_key>city</arg_key>\n<arg_value>Reykjavik</arg_value>" in prompt
+
+
+def test_a_template_refusing_system_turns_gets_the_system_text_in_the_first_user_turn() -> None:
+    """Gemma 2 raises on a system turn: its text goes at the start of the first user turn."""
+    chat = chat_template((TEMPLATES / "google-gemma-2-2b-it.jinja").read_text())
+    prompt = chat.render(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    )
+    assert "<start_of_turn>user\nBe brief.\nHi<end_of_turn>" in prompt

@@ -37,14 +37,12 @@ async def create_message(request: Request[Any, Any, Any], body: RawBody) -> Resp
     chat = translate.chat_input(parsed, plan)
     marks = breakpoints.marks(parsed)
     model = await resolve_model(request, state, parsed.model)
-    family = toolformats.family(state.engine.tool_format(model))
-    generation = translate.generation(parsed, plan, family)
+    family = toolformats.family(state.engine.tool_format(model), state.engine.tool_syntax(model))
     prompt = await render_chat(state, chat, model)
     checkpoints = await breakpoints.checkpoints(state, parsed, marks, prompt, model)
+    generation = translate.generation(parsed, plan, family, prompt)
     reading = (
-        plan.reading(family)
-        if plan is not None
-        else output_reading(family, None, forced_count=None, single=False)
+        plan.reading(family) if plan is not None else output_reading(family, None, single=False)
     )
     reply = MessageReply(
         id=state.ids.message_id(),
@@ -53,7 +51,7 @@ async def create_message(request: Request[Any, Any, Any], body: RawBody) -> Resp
         parser=reading.parser(prompt),
         tool_use_id=state.ids.tool_use_id,
     )
-    generation = attrs.evolve(generation, prompt=prompt, checkpoints=checkpoints)
+    generation = attrs.evolve(generation, checkpoints=checkpoints)
     return await serve(request, state, generation, reply, model)
 
 

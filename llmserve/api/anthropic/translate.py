@@ -33,7 +33,7 @@ from llmserve.api.generation import ChatInput
 from llmserve.api.outputs import OutputReading, output_reading
 from llmserve.engine import protocol
 from llmserve.errors import InvalidRequest
-from llmserve.prompt import grammar, switches, toolformats
+from llmserve.prompt import switches, toolformats, toolgrammar
 
 # Claude Code's per-conversation first line of the system prompt.
 BILLING_HEADER = re.compile(r"^x-anthropic-billing-header:[^\n]*(\n|$)", re.MULTILINE)
@@ -61,21 +61,13 @@ class ToolPlan:
         return output_reading(
             family,
             self.schemas(),
-            forced_count=None if self.choice == "auto" else len(self.forced_tools()),
             single=not self.parallel or self.choice not in ("auto", "any"),
         )
 
-    def forced_tools(self) -> list[dict[str, Any]]:
-        return [
-            t
-            for t in self.tools
-            if self.choice in ("auto", "any") or t["function"]["name"] == self.choice
-        ]
-
-    def grammar(self, family: toolformats.Family) -> protocol.JsonGrammar | None:
+    def grammar(self, family: toolformats.Family, prompt: str) -> protocol.GbnfGrammar | None:
         if self.choice == "auto":
             return None
-        return grammar.tool_call_grammar(
+        return toolgrammar.tool_call_grammar(
             [
                 (
                     t["function"]["name"],
@@ -87,6 +79,7 @@ class ToolPlan:
             ],
             parallel=self.parallel and self.choice == "any",
             family=family,
+            prompt=prompt,
         )
 
 
@@ -221,10 +214,10 @@ def _result_text(block: ToolResultBlock, where: str) -> str:
 
 
 def generation(
-    request: MessagesRequest, plan: ToolPlan | None, family: toolformats.Family
+    request: MessagesRequest, plan: ToolPlan | None, family: toolformats.Family, prompt: str
 ) -> protocol.GenerationRequest:
-    """The engine request (its prompt filled in later) with the request's limits and sampling;
-    ``family`` (the model's tool-call family) shapes forced calls and control-token text."""
+    """The engine request for ``prompt`` with the request's limits and sampling; ``family``
+    (the model's tool-call family) shapes forced calls and control-token text."""
     defaults = protocol.SamplingParams()
     sampling = protocol.SamplingParams(
         temperature=defaults.temperature if request.temperature is None else request.temperature,
@@ -232,10 +225,10 @@ def generation(
         top_k=defaults.top_k if request.top_k is None else request.top_k,
     )
     return protocol.GenerationRequest(
-        prompt="",
+        prompt=prompt,
         max_tokens=request.max_tokens,
         stop=tuple(request.stop_sequences or ()),
         sampling=sampling,
-        grammar=plan.grammar(family) if plan is not None else None,
+        grammar=plan.grammar(family, prompt) if plan is not None else None,
         special_tokens=plan is not None or family.special_always,
     )

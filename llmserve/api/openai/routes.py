@@ -92,12 +92,11 @@ async def chat_completions(request: Request[Any, Any, Any], body: RawBody) -> Re
     )
     model = await resolve_model(request, state, parsed.model)
     prompt = await render_chat(state, chat, model)
-    family = toolformats.family(state.engine.tool_format(model))
+    family = toolformats.family(state.engine.tool_format(model), state.engine.tool_syntax(model))
     use = parsed.tool_use()
     reading = output_reading(
         family,
         use.schemas() if use is not None else None,
-        forced_count=use.forced_count() if use is not None and use.forced else None,
         # a named function, or parallel_tool_calls false: one call at most
         single=use is not None
         and (use.choice not in ("auto", "required") or not parsed.parallel_tool_calls),

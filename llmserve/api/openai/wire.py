@@ -250,7 +250,11 @@ class ChatCompletionRequest(SamplingRequest):
             )
         use = self.tool_use()
         grammar = output_grammar(
-            self.response_format, use, parallel=self.parallel_tool_calls, family=family
+            self.response_format,
+            use,
+            parallel=self.parallel_tool_calls,
+            family=family,
+            prompt=prompt if isinstance(prompt, str) else "",
         )
         return attrs.evolve(
             super().generation(prompt),

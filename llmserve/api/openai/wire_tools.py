@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 from attrs import Attribute, field, frozen
 
-from llmserve.engine.protocol import JsonGrammar
+from llmserve.engine.protocol import GbnfGrammar, JsonGrammar
 from llmserve.errors import InvalidRequest
-from llmserve.prompt import grammar, toolformats
+from llmserve.prompt import grammar, toolformats, toolgrammar
 
 _FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
@@ -104,10 +104,6 @@ class ToolUse:
         """Each tool's parameters schema, by name (typed values of XML-argument families)."""
         return {t.function.name: t.function.parameters for t in self.tools}
 
-    def forced_count(self) -> int:
-        """How many tools a forced call may be of."""
-        return 1 if self.choice != "required" else len(self.tools)
-
 
 def tool_use(tools: tuple[Tool, ...] | None, choice: ToolChoice | None) -> ToolUse | None:
     """The tool use of a request, or None when the model gets no tools (none given, or
@@ -139,8 +135,10 @@ def output_grammar(
     *,
     parallel: bool,
     family: toolformats.Family,
-) -> JsonGrammar | None:
-    """The grammar that constrains the output, if the request asks for one."""
+    prompt: str = "",
+) -> JsonGrammar | GbnfGrammar | None:
+    """The grammar that constrains the output, if the request asks for one (forced calls
+    continue ``prompt``, the rendered prompt)."""
     if use is not None and use.choice != "auto":
         if response_format is not None and response_format.type != "text":
             raise InvalidRequest(
@@ -155,7 +153,7 @@ def output_grammar(
         # A named function is one call, and then the answer ends (no room for a second one
         # that max_tokens would cut); parallel calls only where "required" allows any number.
         many = parallel and use.choice == "required"
-        return grammar.tool_call_grammar(tools, parallel=many, family=family)
+        return toolgrammar.tool_call_grammar(tools, parallel=many, family=family, prompt=prompt)
     if response_format is None or response_format.type == "text":
         return None
     if response_format.type == "json_object":

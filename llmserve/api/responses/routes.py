@@ -117,7 +117,7 @@ async def create_response(request: Request[Any, Any, Any], body: RawBody) -> Res
     use = translate.tools_of(parsed)
     chat, conversation = translate.chat_input(parsed, history, use)
     model = await resolve_model(request, state, parsed.model)
-    family = toolformats.family(state.engine.tool_format(model))
+    family = toolformats.family(state.engine.tool_format(model), state.engine.tool_syntax(model))
     prompt = await render_chat(state, chat, model)
     generation = translate.generation(parsed, use, family, prompt)
     reading = translate.reading(parsed, use, family)

@@ -164,7 +164,6 @@ def reading(
     return output_reading(
         family,
         use.schemas() if use is not None else None,
-        forced_count=use.forced_count() if use is not None and use.forced else None,
         single=use is not None and (use.choice not in ("auto", "required") or not parallel),
     )
 
@@ -187,6 +186,7 @@ def generation(
             use,
             parallel=request.parallel_tool_calls is not False,
             family=family,
+            prompt=prompt,
         )
     except InvalidRequest as exc:
         param = (exc.param or "").replace("response_format.json_schema", "text.format")

@@ -1,7 +1,8 @@
 """Tool calls the way each model family writes them.
 
-One module per family (how its template is recognised, how its output is read, how a forced
-call is written), ``registry`` to pick one, ``scan`` for the shared reading machinery, and
+One module per family (how its template is recognised, how its output is read, the syntaxes
+its calls are written in: forced by ``prompt.toolgrammar``, written into history by
+``prompt.toolhistory``), ``registry`` to pick one, ``scan`` for the shared reading machinery, and
 ``events`` for what a parser emits (dialect-neutral: content, reasoning, call start / argument
 pieces / call end).
 
@@ -28,17 +29,39 @@ from llmserve.prompt.toolformats.events import (
     ToolEvent,
     ToolParser,
 )
-from llmserve.prompt.toolformats.family import Family, Forced
+from llmserve.prompt.toolformats.family import (
+    ARGUMENTS,
+    GLM_ARGS,
+    GLM_COMPACT_ARGS,
+    ID,
+    INDEX,
+    JSON_ARGS,
+    NAME,
+    OBJECT,
+    XML_ARGS,
+    Family,
+    Forced,
+)
 from llmserve.prompt.toolformats.registry import (
     NAMES,
     family,
-    forcing,
     recognise,
     stream_parser,
+    template_syntax,
 )
+from llmserve.prompt.toolformats.writing import write_calls
 
 __all__ = [
+    "ARGUMENTS",
+    "GLM_ARGS",
+    "GLM_COMPACT_ARGS",
+    "ID",
+    "INDEX",
+    "JSON_ARGS",
+    "NAME",
     "NAMES",
+    "OBJECT",
+    "XML_ARGS",
     "Call",
     "CallArguments",
     "CallEnd",
@@ -51,7 +74,8 @@ __all__ = [
     "ToolEvent",
     "ToolParser",
     "family",
-    "forcing",
     "recognise",
     "stream_parser",
+    "template_syntax",
+    "write_calls",
 ]

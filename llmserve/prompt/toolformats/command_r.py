@@ -5,8 +5,14 @@
 from __future__ import annotations
 
 from llmserve.prompt.toolformats.events import Call
-from llmserve.prompt.toolformats.family import Family, Forced
-from llmserve.prompt.toolformats.scan import Context, Section, read_objects, skip_space
+from llmserve.prompt.toolformats.family import ARGUMENTS, INDEX, NAME, Family, Forced
+from llmserve.prompt.toolformats.scan import (
+    Context,
+    Section,
+    could_begin,
+    read_objects,
+    skip_space,
+)
 
 ACTION, END_ACTION = "<|START_ACTION|>", "<|END_ACTION|>"
 
@@ -20,9 +26,7 @@ def read(
     pos = skip_space(text, end)
     if text.startswith(END_ACTION, pos):
         return calls, pos + len(END_ACTION)
-    if END_ACTION.startswith(
-        text[pos:]
-    ):  # its end marker arriving, or cut short: dropped at the end
+    if could_begin(END_ACTION, text[pos:]):  # its end marker arriving, or cut short: dropped
         return calls, (len(text) if final else None)
     return calls, pos
 
@@ -39,11 +43,15 @@ FAMILY = Family(
         name_keys=("tool_name",),
         args_keys=("parameters",),
     ),
-    forced=Forced(
-        prefix="<|START_ACTION|>[",
-        suffix="]<|END_ACTION|>",
-        name_key="tool_name",
-        args_key="parameters",
+    forced=(
+        Forced(
+            name="command_r",
+            open="<|START_ACTION|>[",
+            call="{object}",
+            sep=", ",
+            close="]<|END_ACTION|>",
+            keys=(("tool_call_id", INDEX), ("tool_name", NAME), ("parameters", ARGUMENTS)),
+        ),
     ),
     special_always=True,
 )

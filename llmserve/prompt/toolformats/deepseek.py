@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from llmserve.prompt.toolformats.events import Call
 from llmserve.prompt.toolformats.family import Family, Forced
-from llmserve.prompt.toolformats.scan import Context, Section, args_until, calls_loop, skip_space
+from llmserve.prompt.toolformats.scan import (
+    Context,
+    Section,
+    args_until,
+    calls_loop,
+    could_begin,
+    skip_space,
+)
 
 CALLS_BEGIN, CALLS_END = "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"
 CALL_BEGIN, CALL_END, SEP = "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁sep｜>"
@@ -35,7 +42,7 @@ def _one(text: str, pos: int, final: bool) -> tuple[Call | None, int | None]:
         rest = skip_space(text, end)
         if text.startswith(CALL_END, rest):
             return Call(name, arguments), rest + len(CALL_END)
-        if not final and CALL_END.startswith(text[rest:]):
+        if not final and could_begin(CALL_END, text[rest:]):
             return Call(name, arguments), None  # its end marker may be arriving
         return Call(name, arguments), rest
     arguments, end = args_until(text, sep + len(SEP), CALL_END, final)
@@ -46,7 +53,8 @@ def read(
     text: str, at: int, opener: str, final: bool, ctx: Context
 ) -> tuple[list[Call], int | None]:
     pos = at + len(CALLS_BEGIN) if opener == CALLS_BEGIN else at
-    return calls_loop(text, pos, final, CALL_BEGIN, _one, close=CALLS_END)
+    # A call's end marker left over (cut short after an R1 fence) is dropped too.
+    return calls_loop(text, pos, final, CALL_BEGIN, _one, skip=(CALL_END,), close=CALLS_END)
 
 
 FAMILY = Family(
@@ -54,10 +62,24 @@ FAMILY = Family(
     title="DeepSeek V3, V3.1, V3.2, R1 and its distills",
     recognise=lambda t: "tool▁call" in t or "<｜Assistant｜>" in t,
     parse=Section(openers=(CALLS_BEGIN, CALL_BEGIN), read=read, reasoning=("<think>", "</think>")),
-    forced=Forced(
-        prefix=f"{CALLS_BEGIN}{CALL_BEGIN}{{name}}{SEP}",
-        suffix=f"{CALL_END}{CALLS_END}",
-        shape="args",
+    forced=(
+        # V3.1 and later: the name, then the arguments.
+        Forced(
+            name="deepseek_v3_1",
+            open=CALLS_BEGIN,
+            call=f"{CALL_BEGIN}{{name}}{SEP}{{args}}{CALL_END}",
+            sep="",
+            close=CALLS_END,
+        ),
+        # V3 and R1 (and their distills): "function", the name, and a json fence.
+        Forced(
+            name="deepseek_r1",
+            open=CALLS_BEGIN,
+            call=f"{CALL_BEGIN}function{SEP}{{name}}\n```json\n{{args}}\n```{CALL_END}",
+            close=CALLS_END,
+            marker="```json",
+        ),
     ),
     reasoning_open="<think>",
+    reasoning_close="</think>",
 )

@@ -5,7 +5,7 @@ content and any other recipient a call with the JSON after it."""
 from __future__ import annotations
 
 from llmserve.prompt.toolformats.events import Call, Snapshot
-from llmserve.prompt.toolformats.family import Family
+from llmserve.prompt.toolformats.family import Family, Forced
 from llmserve.prompt.toolformats.scan import Context, Section, args_until, held
 
 FUNCTION, END_FUNCTION, SEGMENT = "<function=", "</function>", ">>>"
@@ -57,5 +57,9 @@ FAMILY = Family(
     title="Functionary v3.1, v3.2",
     recognise=lambda t: ">>>all" in t or (FUNCTION in t and "<|python_tag|>" in t),
     parse=parse,
-    forced=None,  # v3.1 and v3.2 differ, and the recipient line is not JSON: Hermes
+    forced=(
+        Forced(name="functionary_v3_1", call="<function={name}>{args}</function>", sep=""),
+        # v3.2: the prompt ends with the first ">>>"; each further call starts with one.
+        Forced(name="functionary_v3_2", call="{name}\n{args}", sep=SEGMENT, marker=">>>all"),
+    ),
 )

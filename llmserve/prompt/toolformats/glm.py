@@ -6,8 +6,15 @@ from __future__ import annotations
 import json
 
 from llmserve.prompt.toolformats.events import Call
-from llmserve.prompt.toolformats.family import Family
-from llmserve.prompt.toolformats.scan import Context, Section, calls_loop, find_first, skip_space
+from llmserve.prompt.toolformats.family import GLM_ARGS, GLM_COMPACT_ARGS, Family, Forced
+from llmserve.prompt.toolformats.scan import (
+    Context,
+    Section,
+    calls_loop,
+    could_begin,
+    find_first,
+    skip_space,
+)
 from llmserve.prompt.toolformats.xmlargs import arguments, value_json
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
@@ -31,6 +38,10 @@ def read(
             if not text.startswith(KEY, pos):
                 if pos >= len(text) or not final:
                     return Call(name, arguments(pairs, False), False), None
+                if could_begin(CLOSE, text[pos:]):  # the end tag cut short: dropped
+                    return Call(name, arguments(pairs, True)), len(text)
+                if could_begin(KEY, text[pos:]):  # the next argument's tag cut short
+                    return Call(name, arguments(pairs, False), False), len(text)
                 return Call(name, arguments(pairs, True)), pos
             key_end = text.find(END_KEY, pos)
             value_at = text.find(VALUE, key_end) if key_end >= 0 else -1
@@ -50,6 +61,17 @@ FAMILY = Family(
     title="GLM 4.5, 4.6, 4.7 (<arg_key>/<arg_value>)",
     recognise=lambda t: KEY in t,
     parse=Section(openers=(OPEN,), read=read, reasoning=("<think>", "</think>")),
-    forced=None,
+    forced=(
+        # GLM 4.5 and 4.6 write one tag a line, 4.7 its markup without newlines.
+        Forced(name="glm", call="<tool_call>{name}\n{args}</tool_call>", args=GLM_ARGS),
+        Forced(
+            name="glm_compact",
+            call="<tool_call>{name}{args}</tool_call>",
+            args=GLM_COMPACT_ARGS,
+            sep="",
+            marker="</arg_key><arg_value>",
+        ),
+    ),
     reasoning_open="<think>",
+    reasoning_close="</think>",
 )

@@ -29,5 +29,9 @@ FAMILY = Family(
         reasoning=("<think>", "</think>"),
         drop=("<response>", "</response>"),
     ),
-    forced=Forced(prefix="<|tool_call|>[", suffix="]"),
+    forced=(
+        # Granite 3.3 writes a JSON list after <|tool_call|>; 4.x templates teach Hermes blocks.
+        Forced(name="granite", open="<|tool_call|>[", call="{object}", sep=", ", close="]"),
+        Forced(name="granite_4", call=hermes.FORCED.call, marker=hermes.OPEN),
+    ),
 )

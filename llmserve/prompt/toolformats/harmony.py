@@ -67,10 +67,16 @@ FAMILY = Family(
     title="gpt-oss (harmony channels; analysis = reasoning)",
     recognise=lambda t: CHANNEL in t,
     parse=parse,
-    forced=Forced(
-        prefix="<|channel|>commentary to=functions.{name} <|constrain|>json<|message|>",
-        suffix="<|call|>",
-        shape="args",
+    forced=(
+        # <|call|> ends the turn: one call.
+        Forced(
+            name="harmony",
+            call=(
+                "<|channel|>commentary to=functions.{name} <|constrain|>json<|message|>"
+                "{args}<|call|>"
+            ),
+            repeat=False,
+        ),
     ),
     special_always=True,
 )

@@ -35,12 +35,12 @@ def read(
     return calls_loop(text, at, final, OPEN, _one)
 
 
-FORCED = Forced(prefix="<tool_call>\n", suffix="\n</tool_call>")
+FORCED = Forced(name="hermes", call="<tool_call>\n{object}\n</tool_call>")
 PARSE = Section(openers=(OPEN,), read=read, bare_json=True)
 FAMILY = Family(
     name="hermes",
     title="Hermes 2/3, Qwen 2.5 and any other template (the fallback)",
     recognise=lambda template: OPEN in template,
     parse=PARSE,
-    forced=FORCED,
+    forced=(FORCED,),
 )

@@ -36,10 +36,15 @@ FAMILY = Family(
     title="Kimi K2 (Instruct, Thinking)",
     recognise=lambda t: SECTION in t,
     parse=Section(openers=(SECTION, CALL), read=read, reasoning=("<think>", "</think>")),
-    forced=Forced(
-        prefix=f"{SECTION}{CALL}functions.{{name}}:0{ARGS}",
-        suffix=f"{END_CALL}{END_SECTION}",
-        shape="args",
+    forced=(
+        Forced(
+            name="kimi",
+            open=SECTION,
+            call=f"{CALL}functions.{{name}}:{{index}}{ARGS}{{args}}{END_CALL}",
+            sep="",
+            close=END_SECTION,
+        ),
     ),
     reasoning_open="<think>",
+    reasoning_close="</think>",
 )

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from llmserve.prompt.toolformats.events import Call
-from llmserve.prompt.toolformats.family import Family, Forced
+from llmserve.prompt.toolformats.family import ARGUMENTS, NAME, Family, Forced
 from llmserve.prompt.toolformats.scan import Context, Section, read_objects, skip_space
 
 PYTHON_TAG = "<|python_tag|>"
@@ -32,5 +32,12 @@ FAMILY = Family(
     title="Llama 3.1, 3.2, 3.3 (JSON with name and parameters, <|python_tag|>)",
     recognise=lambda t: PYTHON_TAG in t or ("<|start_header_id|>" in t and "parameters" in t),
     parse=Section(openers=(PYTHON_TAG,), read=read, bare_json=True),
-    forced=Forced(prefix="", suffix="", args_key="parameters", repeat=False),
+    forced=(
+        Forced(
+            name="llama3",
+            call="{object}",
+            keys=(("name", NAME), ("parameters", ARGUMENTS)),
+            repeat=False,
+        ),
+    ),
 )

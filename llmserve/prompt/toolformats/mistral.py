@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from llmserve.prompt.toolformats.events import Call
-from llmserve.prompt.toolformats.family import Family, Forced
+from llmserve.prompt.toolformats.family import ARGUMENTS, ID, NAME, Family, Forced
 from llmserve.prompt.toolformats.scan import (
     Context,
     Section,
@@ -40,6 +40,26 @@ FAMILY = Family(
     title="Mistral Nemo, Small 3.x, Devstral, Ministral, Magistral ([TOOL_CALLS])",
     recognise=lambda t: TOOL_CALLS in t,
     parse=Section(openers=(TOOL_CALLS,), read=read, reasoning=("[THINK]", "[/THINK]")),
-    forced=Forced(prefix="[TOOL_CALLS][", suffix="]"),
+    forced=(
+        # Nemo: a JSON list of call objects; Small 3.2: name, call id, arguments; Devstral,
+        # Ministral 3, Magistral: name, arguments.
+        Forced(
+            name="mistral",
+            open=f"{TOOL_CALLS}[",
+            call="{object}",
+            sep=", ",
+            close="]",
+            keys=(("name", NAME), ("arguments", ARGUMENTS), ("id", ID)),
+        ),
+        Forced(
+            name="mistral_call_id",
+            call=f"{TOOL_CALLS}{{name}}{CALL_ID}{{id}}{ARGS}{{args}}",
+            sep="",
+            marker=CALL_ID,
+        ),
+        Forced(
+            name="mistral_args", call=f"{TOOL_CALLS}{{name}}{ARGS}{{args}}", sep="", marker=ARGS
+        ),
+    ),
     call_id_length=9,
 )

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from llmserve.prompt.toolformats.events import Call
 from llmserve.prompt.toolformats.family import Family, Forced
-from llmserve.prompt.toolformats.scan import Context, Section, read_objects, skip_space
+from llmserve.prompt.toolformats.scan import (
+    Context,
+    Section,
+    could_begin,
+    read_objects,
+    skip_space,
+)
 
 OPEN, CLOSE = "<|tool_call|>", "<|/tool_call|>"
 
@@ -19,7 +25,7 @@ def read(
     pos = skip_space(text, end)
     if text.startswith(CLOSE, pos):
         return calls, pos + len(CLOSE)
-    if CLOSE.startswith(text[pos:]):  # its end marker arriving, or cut short: dropped at the end
+    if could_begin(CLOSE, text[pos:]):  # its end marker arriving, or cut short: dropped at the end
         return calls, (len(text) if final else None)
     return calls, pos
 
@@ -29,5 +35,9 @@ FAMILY = Family(
     title="Phi-4 (mini) with tools",
     recognise=lambda t: "<|tool|>" in t or (OPEN in t and "<|/tool_call|>" in t),
     parse=Section(openers=(OPEN,), read=read),
-    forced=Forced(prefix="<|tool_call|>[", suffix="]<|/tool_call|>"),
+    forced=(
+        Forced(
+            name="phi", open="<|tool_call|>[", call="{object}", sep=", ", close="]<|/tool_call|>"
+        ),
+    ),
 )

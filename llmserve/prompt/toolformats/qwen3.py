@@ -14,6 +14,7 @@ FAMILY = Family(
     title="Qwen3, QwQ (Hermes calls with <think> reasoning)",
     recognise=lambda t: hermes.OPEN in t and "<think>" in t,
     parse=PARSE,
-    forced=hermes.FORCED,
+    forced=(hermes.FORCED,),
     reasoning_open="<think>",
+    reasoning_close="</think>",
 )

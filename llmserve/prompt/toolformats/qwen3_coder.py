@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 from llmserve.prompt.toolformats.events import Call
-from llmserve.prompt.toolformats.family import Family
-from llmserve.prompt.toolformats.scan import Context, Section, held, skip_space
+from llmserve.prompt.toolformats.family import XML_ARGS, Family, Forced
+from llmserve.prompt.toolformats.scan import Context, Section, could_begin, held, skip_space
 from llmserve.prompt.toolformats.xmlargs import arguments, value_json
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
@@ -31,8 +31,9 @@ def read(
             continue
         if not text.startswith(FUNCTION, pos):
             rest = text[pos:]
-            if not final and any(m.startswith(rest) for m in (OPEN, CLOSE, FUNCTION)):
-                return calls, None
+            if any(could_begin(m, rest) for m in (OPEN, CLOSE, FUNCTION)):
+                # Markup being written; at the end, cut short by max_tokens: dropped.
+                return calls, (len(text) if final else None)
             return calls, pos
         call, end = _function(text, pos + len(FUNCTION), final, ctx)
         if call is not None:
@@ -64,6 +65,8 @@ def _function(text: str, pos: int, final: bool, ctx: Context) -> tuple[Call | No
             continue
         if pos >= len(text) or (not final and held(text, (END_FUNCTION, PARAM), pos)):
             return Call(name, arguments(pairs, False), False), None
+        if held(text, (END_FUNCTION, PARAM), pos) == len(text) - pos:
+            return Call(name, arguments(pairs, False), False), len(text)  # its markup cut short
         # Anything else ends the function: the call is as complete as it got.
         return Call(name, arguments(pairs, True)), pos
 
@@ -74,6 +77,13 @@ FAMILY = Family(
     title="Qwen3-Coder, Qwen3.5, Nemotron 3 (<function=...><parameter=...> XML)",
     recognise=lambda t: "<parameter=" in t and FUNCTION in t,
     parse=PARSE,
-    forced=None,
+    forced=(
+        Forced(
+            name="qwen3_coder",
+            call="<tool_call>\n<function={name}>\n{args}</function>\n</tool_call>",
+            args=XML_ARGS,
+        ),
+    ),
     reasoning_open="<think>",
+    reasoning_close="</think>",
 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
+
 from llmserve.prompt.toolformats import (
     command_r,
     deepseek,
@@ -51,18 +53,20 @@ def recognise(template: str | None) -> Family:
     return next((f for f in FAMILIES if f.recognise(text)), FALLBACK)
 
 
-def family(name: str) -> Family:
-    """A family by name (``[model] tool_format``); KeyError for an unknown one."""
-    return BY_NAME[name]
+def family(name: str, syntax: str | None = None) -> Family:
+    """A family by name (``[model] tool_format``; KeyError for an unknown one), its calls
+    forced in ``syntax`` (a name from ``template_syntax``; None or another family's: its
+    default)."""
+    chosen = BY_NAME[name]
+    picked = next((f for f in chosen.forced if f.name == syntax), None)
+    if picked is None:
+        return chosen
+    return attrs.evolve(chosen, forced=(picked, *(f for f in chosen.forced if f is not picked)))
 
 
-def forcing(chosen: Family, n_tools: int) -> Family:
-    """The family whose syntax a forced call of one of ``n_tools`` tools is written in (and
-    read back as): ``chosen``'s own where a JSON grammar can say it, else Hermes."""
-    forced = chosen.forced
-    if forced is None or (forced.shape == "args" and n_tools > 1):
-        return FALLBACK
-    return chosen
+def template_syntax(chosen: Family, template: str | None) -> str:
+    """The name of the syntax of ``chosen``'s calls that a chat template teaches."""
+    return chosen.syntax_for(template or "").name
 
 
 def stream_parser(

@@ -60,16 +60,27 @@ def skip_space(text: str, pos: int) -> int:
     return _SPACE.match(text, pos).end()  # type: ignore[union-attr]
 
 
+# What the decoder writes for a character cut in two (an output ended by max_tokens in the
+# middle of a marker spelled in bytes).
+CUT_CHAR = "\ufffd"
+
+
 def held(text: str, markers: Sequence[str], start: int = 0) -> int:
     """How many characters at the end of ``text[start:]`` could begin one of ``markers``."""
     best = 0
     tail = text[start:]
+    body = tail.rstrip(CUT_CHAR)
     for marker in markers:
-        for k in range(min(len(tail), len(marker) - 1), best, -1):
-            if marker.startswith(tail[-k:]):
+        for k in range(min(len(body), len(marker) - 1), best, -1):
+            if marker.startswith(body[-k:]):
                 best = k
                 break
-    return best
+    return best + len(tail) - len(body) if best else 0
+
+
+def could_begin(marker: str, rest: str) -> bool:
+    """``rest``, the end of an output, could be the start of ``marker`` (one cut short)."""
+    return marker.startswith(rest.rstrip(CUT_CHAR))
 
 
 def find_first(text: str, markers: Sequence[str], pos: int) -> tuple[int, str]:
@@ -110,7 +121,8 @@ def split_reasoning(
     if end < 0:
         keep = len(text) if final else len(text) - held(text, (close,), start)
         return text[start:keep].lstrip(), None
-    return text[start:end].strip(), end + len(close)
+    # The answer starts after the blank lines that follow the reasoning (as llama.cpp's).
+    return text[start:end].strip(), skip_space(text, end + len(close))
 
 
 @frozen
@@ -209,7 +221,8 @@ def args_until(text: str, pos: int, close: str, final: bool) -> tuple[str, int |
     at = text.find(close, pos)
     if at >= 0:
         return text[pos:at].strip(), at + len(close)
-    keep = len(text) if final else len(text) - held(text, (close,), pos)
+    # Not yet (or, at the end, never) written: the start of ``close`` is no argument.
+    keep = len(text) - held(text, (close,), pos)
     return text[pos:keep].strip() if final else text[pos:keep].lstrip().rstrip(), None
 
 
@@ -321,7 +334,7 @@ def calls_loop(
             pos += len(marker)
             continue
         rest = text[pos:]
-        if any(m.startswith(rest) for m in (call_open, close, *skip) if m):
+        if any(could_begin(m, rest) for m in (call_open, close, *skip) if m):
             # Markup being written; at the end, left over (cut by max_tokens): dropped.
             return calls, (len(text) if final else None)
         return calls, pos
