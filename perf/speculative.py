@@ -135,8 +135,14 @@ class Server:
 
 
 async def one_request(
-    client: httpx.AsyncClient, server: Server, prompt: str, max_tokens: int
+    client: httpx.AsyncClient,
+    server: Server,
+    prompt: str,
+    max_tokens: int,
+    *,
+    cache_prompt: bool = False,
 ) -> tuple[Sample, str]:
+    """One streamed completion; ``cache_prompt`` false: computed afresh, in batches of its own."""
     body: dict[str, Any] = {
         "model": "x",
         "prompt": prompt,
@@ -144,7 +150,7 @@ async def one_request(
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
-        "cache_prompt": False,
+        "cache_prompt": cache_prompt,
         **server.spec.extra_body,
     }
     sample, text, start = Sample(), [], time.monotonic()
