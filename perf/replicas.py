@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from perf.prompts import PROMPTS
-from perf.servers import ServerConfig, ServerProcess, ServerSpec, free_port, llmserve_spec
+from perf.servers import ServerConfig, ServerSpec, all_serving, free_port, llmserve_spec
 from perf.speculative import Server, one_request
 from perf.stats import median, ratio
 
@@ -107,12 +106,7 @@ def main() -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     servers = [server_for(int(r), args, model_path) for r in args.replicas.split(",")]
     results: dict[str, dict[int, Level]] = {server.name: {} for server in servers}
-    logs = Path(os.environ.get("TMPDIR", "/tmp"))
-    processes = [ServerProcess(s.spec, s.port, logs / f"replicas-{s.name}.log") for s in servers]
-    try:
-        for process in processes:
-            process.__enter__()
-            process.wait_ready(300)
+    with all_serving([(s.spec, s.port) for s in servers], "replicas"):
         for concurrency in levels:
             for server in servers:  # in turn: noise falls on every server alike
                 level = asyncio.run(drive(server, concurrency, args.per_client, args.max_tokens))
@@ -123,9 +117,6 @@ def main() -> int:
                     f"TTFT p50 {median(level.ttft_s):.3f}s",
                     flush=True,
                 )
-    finally:
-        for process in processes:
-            process.__exit__(None, None, None)
     report(results, levels, args)
     return 0
 

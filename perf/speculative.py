@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,8 +36,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from perf.prompts import PROMPTS
 from perf.servers import (
     ServerConfig,
-    ServerProcess,
     ServerSpec,
+    all_serving,
     free_port,
     llama_server_spec,
     llmserve_spec,
@@ -281,18 +280,10 @@ def main() -> int:
             extra_body=base.extra_body,
         )
         servers.append(Server(spec.name, spec, port))
-    logs = Path(os.environ.get("TMPDIR", "/tmp"))
-    processes = [ServerProcess(s.spec, s.port, logs / f"spec-{s.name}.log") for s in servers]
-    try:
-        for process in processes:
-            process.__enter__()
-            process.wait_ready(300)
+    with all_serving([(s.spec, s.port) for s in servers], "spec"):
         for workload in args.workloads.split(","):
             asyncio.run(measure(servers, workload, args.reps, args.streams, args.max_tokens))
         counters = {s.name: spec_counters(s) for s in servers}
-    finally:
-        for process in processes:
-            process.__exit__(None, None, None)
     report(servers, args, counters)
     return 0
 

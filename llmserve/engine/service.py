@@ -58,7 +58,7 @@ _INLINE_TOKENIZE_CHARS = 16_384
 class StreamedGeneration:
     """A queued request as the HTTP layer sees it: async-iterate its events, or cancel it."""
 
-    def __init__(self, worker: Worker) -> None:  # the replica that runs it
+    def __init__(self, worker: Worker) -> None:
         self._worker = worker
         self._queue: asyncio.Queue[Item] = asyncio.Queue()
         self._cancelled = False
@@ -109,7 +109,9 @@ class LlamaEngine:
         self._n_ctx_seq = settings.model.max_sequence_length
         self._created = int(time.time())
         self._model_id = settings.model.name or model_path.stem
-        self._spec = SpecCounts()  # counters outlive a worker: the model may load again
+        # Counters outlive the workers (the model may load again); one per replica, so that no
+        # two worker threads bump the same one.
+        self._specs = [SpecCounts() for _ in range(settings.model.replicas)]
 
     @classmethod
     def from_settings(cls, settings: Settings, templates: TemplateFactory) -> LlamaEngine:
@@ -140,8 +142,10 @@ class LlamaEngine:
 
     def stats(self) -> EngineStats:
         workers = self.workers
+        drafted = sum(spec.proposed for spec in self._specs)
+        accepted = sum(spec.accepted for spec in self._specs)
         if not workers:
-            return EngineStats(draft_tokens=self._spec.proposed, draft_accepted=self._spec.accepted)
+            return EngineStats(draft_tokens=drafted, draft_accepted=accepted)
         replicas = tuple(
             ReplicaStats(
                 index=worker.index,
@@ -163,8 +167,8 @@ class LlamaEngine:
             kv=KvSnapshot(
                 used=sum(r.kv.used for r in replicas), cells=sum(r.kv.cells for r in replicas)
             ),
-            draft_tokens=self._spec.proposed,
-            draft_accepted=self._spec.accepted,
+            draft_tokens=drafted,
+            draft_accepted=accepted,
             cache=CacheSnapshot(
                 hits=cache.hits,
                 misses=cache.misses,
@@ -278,7 +282,7 @@ class LlamaEngine:
                     deliver,
                     max_queued=max_queued,
                     cache=self._cache,
-                    spec_counts=self._spec,
+                    spec_counts=self._specs[index],
                     index=index,
                     track_live=len(placement) > 1,
                 )

@@ -161,10 +161,6 @@ class Worker:
         """The context's KV cells (llama.cpp may pad n_ctx up)."""
         return int(llama_cpp.llama_n_ctx(self._ctx))
 
-    def cache_hit_rate(self) -> float:
-        """Fraction of admitted prompt tokens whose KV was reused rather than computed."""
-        return self.reused_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
-
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
