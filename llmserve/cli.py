@@ -43,6 +43,8 @@ SETTING_FLAGS = (
     "api_key",
     "device",
     "parallel",
+    "replicas",
+    "devices",
     "max_sequence_length",
     "kv_unified",
     "speculative",
@@ -96,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--api-key", help="require this bearer key (prefer $LLM_ENGINE_API_KEY)")
     group.add_argument("--device", help="cpu, gpu or cuda")
     group.add_argument("--parallel", help="sequences decoded together (default 4)")
+    group.add_argument(
+        "--replicas", help="llama contexts on the one loaded model, each with its own slots"
+    )
+    group.add_argument("--devices", help="one GPU index per replica, comma-separated (0,1)")
     group.add_argument("--max-sequence-length", help="context tokens of one sequence")
     group.add_argument(
         "--kv-unified", help="true: one KV buffer for all sequences; false: one each"

@@ -146,6 +146,26 @@ def _template_kwargs(
             raise ValueError(problem)
 
 
+def _gpu_indices(_instance: Any, _attribute: attrs.Attribute[Any], value: tuple[int]) -> None:
+    if any(index < 0 for index in value):
+        raise ValueError("GPU indices must be at least 0")
+
+
+def placement_problem(device: str, replicas: int, devices: tuple[int, ...]) -> str | None:
+    """Why ``devices`` cannot place ``replicas`` contexts on ``device``; None when it can.
+
+    ``devices`` is optional; given, it names one GPU per replica.
+    """
+    if not devices:
+        return None
+    if device == "cpu":
+        return 'GPU indices need device = "gpu" or "cuda" (device is "cpu")'
+    if len(devices) != replicas:
+        count = f"{len(devices)} GPU {'index' if len(devices) == 1 else 'indices'}"
+        return f"has {count} for replicas = {replicas}; give one GPU index per replica"
+    return None
+
+
 @frozen
 class ServerSettings:
     host: str = field(default="127.0.0.1", validator=_not_empty)
@@ -183,6 +203,11 @@ class ModelSettings:
     n_gpu_layers: int | None = field(default=None, validator=_at_least(-1))  # None: 0 cpu, all gpu
     parallel: int = field(default=4, validator=_at_least(1))  # sequence slots of the worker
     n_threads: int | None = field(default=None, validator=_at_least(1))  # None: every core
+    # Llama contexts on the one loaded model, each with its own worker thread, `parallel`
+    # slots and KV; on CPU they divide n_threads among them.
+    replicas: int = field(default=1, validator=_at_least(1))
+    # One GPU index per replica (split mode none); empty: llama.cpp's default placement.
+    devices: tuple[int, ...] = field(default=(), converter=tuple, validator=_gpu_indices)
     n_batch: int = field(default=512, validator=_at_least(1))  # tokens per llama_decode step
     # Prompt tokens per step while other sequences are generating (their inter-token latency).
     prefill_chunk: int = field(default=256, validator=_at_least(1))
@@ -213,6 +238,13 @@ class ModelSettings:
     chat_template_kwargs: dict[str, Any] = field(
         factory=dict, validator=_template_kwargs, hash=False
     )
+
+    def __attrs_post_init__(self) -> None:
+        # Across fields: the loader reports this with the key's source first (_check_placement);
+        # this guards settings built in code.
+        problem = placement_problem(self.device, self.replicas, self.devices)
+        if problem is not None:
+            raise ValueError(f"devices {problem}")
 
 
 def _names(_instance: Any, _attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
@@ -365,6 +397,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "n_gpu_layers": ("model", "n_gpu_layers"),
     "parallel": ("model", "parallel"),
     "n_threads": ("model", "n_threads"),
+    "replicas": ("model", "replicas"),
+    "devices": ("model", "devices"),
     "n_batch": ("model", "n_batch"),
     "prefill_chunk": ("model", "prefill_chunk"),
     "kv_unified": ("model", "kv_unified"),
@@ -451,7 +485,9 @@ def load_settings(
     for (section, key), (raw, source) in values.items():
         sections[section][key] = _checked(SECTIONS[section], section, key, raw, source)
     models: list[ServedModelSettings] = []
-    if entries:
+    if not entries:
+        _check_placement(sections["model"], {k: values["model", k] for k in sections["model"]})
+    else:
         # With [[models]], an LLM_ENGINE_* variable or flag of a [model] key applies to every
         # entry (it still wins over the file), except the two that name one model.
         overrides = sections["model"]
@@ -468,6 +504,8 @@ def load_settings(
                 key: _checked(ServedModelSettings, "models", key, raw, source)
                 for key, (raw, source) in entry.items()
             }
+            raws = {**entry, **{key: values["model", key] for key in overrides}}
+            _check_placement({**checked, **overrides}, raws)
             models.append(ServedModelSettings(**{**checked, **overrides}))
         sections["model"] = {}  # went into the entries; [model] itself is unused
     parts = {name: cls(**sections[name]) for name, cls in SECTIONS.items()}
@@ -488,6 +526,23 @@ def _checked(cls: type[Any], section: str, key: str, raw: object, source: _Sourc
         described = source.describe(section, key, raw)
         raise ConfigError(f"invalid config: {described}: {exc}") from None
     return value
+
+
+def _check_placement(
+    checked: Mapping[str, object], raw: Mapping[str, tuple[object, _Source]]
+) -> None:
+    """One model's ``devices`` against its ``replicas`` and ``device``; ConfigError names the
+    ``devices`` key and where it was set."""
+    problem = placement_problem(
+        typing.cast(str, checked.get("device", "cpu")),
+        typing.cast(int, checked.get("replicas", 1)),
+        typing.cast(tuple[int, ...], checked.get("devices", ())),
+    )
+    if problem is not None:
+        value, source = raw["devices"]
+        section = "model" if source.table is None else "models"
+        described = source.describe(section, "devices", value)
+        raise ConfigError(f"invalid config: {described}: {problem}")
 
 
 def settings_to_dict(settings: Settings) -> dict[str, Any]:
@@ -644,12 +699,21 @@ def _coerce(raw: object, annotation: Any, *, textual: bool) -> object:
         if not isinstance(raw, dict):
             raise ValueError("must be a table (a JSON object in the environment)")
         return raw
-    if typing.get_origin(annotation) is tuple:  # tuple[str, ...]: a TOML array of strings
-        if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
-            return tuple(raw)
+    if typing.get_origin(annotation) is tuple:  # tuple[str | int, ...]: a TOML array
+        (item_type, _) = typing.get_args(annotation)
+        kind = "strings" if item_type is str else "integers"
+        if isinstance(raw, list):
+            try:
+                return tuple(_coerce(item, item_type, textual=False) for item in raw)
+            except ValueError:
+                raise ValueError(f"must be an array of {kind}") from None
         if textual and isinstance(raw, str):  # env and flags: comma-separated
-            return tuple(item.strip() for item in raw.split(",") if item.strip())
-        raise ValueError("must be an array of strings")
+            items = (item.strip() for item in raw.split(","))
+            try:
+                return tuple(_coerce(item, item_type, textual=True) for item in items if item)
+            except ValueError:
+                raise ValueError(f"must be a comma-separated list of {kind}") from None
+        raise ValueError(f"must be an array of {kind}")
     raise TypeError(f"no loader for settings type {annotation!r}")
 
 

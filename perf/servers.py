@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -298,3 +298,20 @@ class ServerProcess:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self._proc.pid, sig)
+
+
+@contextlib.contextmanager
+def all_serving(
+    servers: Sequence[tuple[ServerSpec, int]], log_name: str, ready_timeout_s: float = 300.0
+) -> Iterator[None]:
+    """Start every (spec, port) at once, logging to ``$TMPDIR/<log_name>-<name>.log``, and
+    wait until each serves; on exit, whatever happened, every one started is stopped."""
+    logs = Path(os.environ.get("TMPDIR", "/tmp"))
+    with contextlib.ExitStack() as stack:
+        processes = [
+            stack.enter_context(ServerProcess(spec, port, logs / f"{log_name}-{spec.name}.log"))
+            for spec, port in servers
+        ]
+        for process in processes:
+            process.wait_ready(ready_timeout_s)
+        yield

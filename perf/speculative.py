@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,8 +38,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from perf.prompts import PROMPTS
 from perf.servers import (
     ServerConfig,
-    ServerProcess,
     ServerSpec,
+    all_serving,
     free_port,
     llama_server_spec,
     llmserve_spec,
@@ -137,8 +136,14 @@ class Server:
 
 
 async def one_request(
-    client: httpx.AsyncClient, server: Server, prompt: str, max_tokens: int
+    client: httpx.AsyncClient,
+    server: Server,
+    prompt: str,
+    max_tokens: int,
+    *,
+    cache_prompt: bool = False,
 ) -> tuple[Sample, str]:
+    """One streamed completion; ``cache_prompt`` false: computed afresh, in batches of its own."""
     body: dict[str, Any] = {
         "model": "x",
         "prompt": prompt,
@@ -146,7 +151,7 @@ async def one_request(
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
-        "cache_prompt": False,
+        "cache_prompt": cache_prompt,
         **server.spec.extra_body,
     }
     sample, text, start = Sample(), [], time.monotonic()
@@ -288,18 +293,10 @@ def main() -> int:
             extra_body=base.extra_body,
         )
         servers.append(Server(spec.name, spec, port))
-    logs = Path(os.environ.get("TMPDIR", "/tmp"))
-    processes = [ServerProcess(s.spec, s.port, logs / f"spec-{s.name}.log") for s in servers]
-    try:
-        for process in processes:
-            process.__enter__()
-            process.wait_ready(300)
+    with all_serving([(s.spec, s.port) for s in servers], "spec"):
         for workload in args.workloads.split(","):
             asyncio.run(measure(servers, workload, args.reps, args.streams, args.max_tokens))
         counters = {s.name: spec_counters(s) for s in servers}
-    finally:
-        for process in processes:
-            process.__exit__(None, None, None)
     report(servers, args, counters)
     return 0
 

@@ -17,7 +17,8 @@ from llmserve.api.guards import require_api_key
 from llmserve.api.lifecycle import Phase
 from llmserve.api.state import AppState, app_state
 from llmserve.config import ServerSettings
-from llmserve.engine.protocol import EngineStats
+from llmserve.engine.protocol import EngineStats, ModelStats
+from llmserve.ops.stats import per_model
 
 _MIB = 1024 * 1024
 
@@ -32,9 +33,11 @@ def _phase(state: AppState, stats: EngineStats | None = None) -> Phase:
 
 @get("/health")
 async def health(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    """The seed README's health body; 200 whenever the process serves.
+    """The seed README's health body, plus ``models``; 200 whenever the process serves.
 
     ``status`` is ``healthy`` once the model serves, else the phase: loading, draining, failed.
+    ``models``: each served model's running and waiting requests, and those of each of its
+    replicas (llama contexts) while it is loaded.
     """
     state = app_state(request.app)
     # One engine snapshot per call (status and hit rate from the same one); the RSS is sampled
@@ -47,6 +50,19 @@ async def health(request: Request[Any, Any, Any]) -> dict[str, Any]:
         "total_requests": state.metrics.total_requests,
         "cache_hit_rate": stats.cache_hit_rate,
         "memory_usage_mb": state.metrics.rss_bytes() // _MIB,
+        "models": [_model_health(m) for m in per_model(stats, state.engine.model_id)],
+    }
+
+
+def _model_health(model: ModelStats) -> dict[str, Any]:
+    return {
+        "id": model.id,
+        "loaded": model.loaded,
+        "running": model.running,
+        "waiting": model.waiting,
+        "replicas": [
+            {"replica": r.index, "running": r.running, "waiting": r.waiting} for r in model.replicas
+        ],
     }
 
 

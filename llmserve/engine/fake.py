@@ -22,6 +22,7 @@ from llmserve.engine.protocol import (
     FinishReason,
     GenerationRequest,
     ModelInfo,
+    ReplicaStats,
     TokenEvent,
     Usage,
 )
@@ -147,6 +148,7 @@ class FakeEngine:
     stopped: bool = False
     starts: int = 0  # start() calls that loaded
     running: int = 0
+    replicas: tuple[ReplicaStats, ...] = ()  # reported as its contexts; their sums as its load
     cancels: int = 0  # cancel() calls over all generations
     requests: list[GenerationRequest] = field(factory=list)
     tools: list[list[dict[str, Any]] | None] = field(factory=list)  # per render_chat call
@@ -159,7 +161,11 @@ class FakeEngine:
 
     def stats(self) -> EngineStats:
         return EngineStats(
-            running=self.running, waiting=0, cache_hit_rate=self.cache_hit_rate, loaded=self.loaded
+            running=self.running + sum(r.running for r in self.replicas),
+            waiting=sum(r.waiting for r in self.replicas),
+            cache_hit_rate=self.cache_hit_rate,
+            loaded=self.loaded,
+            replicas=self.replicas,
         )
 
     def served_id(self, model: str | None) -> str:

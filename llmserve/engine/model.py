@@ -81,7 +81,9 @@ class ModelFacts:
 class LlamaModel:
     """Owns a ``llama_model``; tokenizes and detokenizes with its vocabulary (thread-safe)."""
 
-    def __init__(self, path: Path, *, n_gpu_layers: int = 0) -> None:
+    def __init__(self, path: Path, *, n_gpu_layers: int = 0, main_gpu: int | None = None) -> None:
+        """``main_gpu``: put the whole model (and so its contexts' KV) on that GPU alone
+        (split mode none); None: llama.cpp's default, layers split across every GPU."""
         if not path.is_file():
             raise ModelLoadError(f"model file not found: {path}")
         with path.open("rb") as f:
@@ -90,6 +92,9 @@ class LlamaModel:
         _init_backend()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
+        if main_gpu is not None:
+            params.split_mode = llama_cpp.LLAMA_SPLIT_MODE_NONE
+            params.main_gpu = main_gpu
         with _LoadErrors() as errors:
             model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not model:

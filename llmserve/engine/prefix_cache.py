@@ -18,8 +18,13 @@ the RAM copy, lookups first pick up the files other processes wrote (at most eve
 ``refresh_s``), and its budget is the whole folder's, enforced by the writers. A file deleted
 by another process before it is read is a miss.
 
-This module never calls llama.cpp; the worker saves and restores the bytes. Only the worker
-thread uses a PrefixCache, except ``stats()`` (plain counters, read anywhere).
+This module never calls llama.cpp; the worker saves and restores the bytes. The worker
+threads of a model's replicas (``[model] replicas``) share one PrefixCache, so that a state
+saved by one context restores into another: each public operation holds the cache's lock
+(dictionary work, and the disk tier's own file reads and spills; never llama.cpp, never the
+shared folder's write-through, which its writer thread does). A hit may be gone by the time
+it is loaded (another replica evicted or replaced it): ``load`` then returns the bytes the
+entry still holds, or None, a miss. ``stats`` are plain counters, read anywhere.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import hashlib
 import itertools
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -191,6 +197,7 @@ class PrefixCache:
         self._shared: SharedFolder | None = None
         self._files: dict[str, Entry] = {}  # shared folder: file name -> the entry it holds
         self._touch_files = (disk_policy or policy) != "fifo"  # a hit renews a shared file
+        self._lock = threading.Lock()  # the replicas' worker threads share this cache
         if self._disk is not None and disk_dir is not None:
             if disk_shared:
                 self._shared = SharedFolder(disk_dir, identity, disk_bytes, refresh_s=refresh_s)
@@ -218,66 +225,73 @@ class PrefixCache:
 
     def lookup(self, tokens: Sequence[int]) -> Hit | None:
         """The entry serving the longest usable prefix of ``tokens`` (a miss counts)."""
-        if self._shared is not None:
-            self._refresh()
-        best: Hit | None = None
-        hashes = block_hashes(tokens)
-        for depth in range(len(hashes), 0, -1):
-            keys = self._index.get(hashes[depth - 1])
-            if not keys:
-                continue
-            start = depth * BLOCK
-            for key in keys:
-                entry = self._by_key[key]
-                length = min(common_prefix(entry.tokens, tokens, start), len(tokens) - 1)
-                usable = self.swa.usable(
-                    pos_min=entry.pos_min, n_tokens=len(entry.tokens), p=length
-                )
-                if usable and (best is None or length > best.length):
-                    best = Hit(entry, length)
-            if best is not None:
-                break  # a shallower block cannot beat a usable deeper one
-        return best
+        with self._lock:
+            if self._shared is not None:
+                self._refresh()
+            best: Hit | None = None
+            hashes = block_hashes(tokens)
+            for depth in range(len(hashes), 0, -1):
+                keys = self._index.get(hashes[depth - 1])
+                if not keys:
+                    continue
+                start = depth * BLOCK
+                for key in keys:
+                    entry = self._by_key[key]
+                    length = min(common_prefix(entry.tokens, tokens, start), len(tokens) - 1)
+                    usable = self.swa.usable(
+                        pos_min=entry.pos_min, n_tokens=len(entry.tokens), p=length
+                    )
+                    if usable and (best is None or length > best.length):
+                        best = Hit(entry, length)
+                if best is not None:
+                    break  # a shallower block cannot beat a usable deeper one
+            return best
 
     def contains(self, tokens: Sequence[int]) -> bool:
-        return tuple(tokens) in self._by_tokens
+        with self._lock:
+            return tuple(tokens) in self._by_tokens
 
     def load(self, hit: Hit) -> bytearray | None:
         """The state bytes of a hit, moving a disk entry back to RAM; None if unusable."""
-        entry = hit.entry
-        data = entry.data
-        if data is None:
-            data = self._read_disk(entry)
+        with self._lock:
+            entry = hit.entry
+            if entry.key not in self._by_key:  # dropped since the lookup, by another replica
+                return entry.data  # still that prefix's state while it is in memory
+            data = entry.data
             if data is None:
-                return None
-            if self._shared is not None:  # the file stays, for every process
-                self._forget(entry, delete=False)
-                entry.data = data
-                self._insert(entry)
-                if entry.path is not None:
-                    self._files[entry.path.name] = entry
-            else:
-                self._forget(entry)
-                entry.data, entry.path = data, None
-                self._insert(entry)
-        elif entry.key in self._ram.entries:
-            self._ram.policy.touch(entry.key)
-        if self._shared is not None and entry.path is not None and self._touch_files:
-            self._shared.touch(entry.path)
-        return data
+                data = self._read_disk(entry)
+                if data is None:
+                    return None
+                if self._shared is not None:  # the file stays, for every process
+                    self._forget(entry, delete=False)
+                    entry.data = data
+                    self._insert(entry)
+                    if entry.path is not None:
+                        self._files[entry.path.name] = entry
+                else:
+                    self._forget(entry)
+                    entry.data, entry.path = data, None
+                    self._insert(entry)
+            elif entry.key in self._ram.entries:
+                self._ram.policy.touch(entry.key)
+            if self._shared is not None and entry.path is not None and self._touch_files:
+                self._shared.touch(entry.path)
+            return data
 
     def reject(self, hit: Hit) -> None:
         """llama.cpp refused the state of a hit: drop it so it is never offered again."""
-        log.warning("dropping a prefix cache entry llama.cpp could not restore")
-        self._forget(hit.entry, delete=self._shared is None)
+        with self._lock:
+            log.warning("dropping a prefix cache entry llama.cpp could not restore")
+            self._forget(hit.entry, delete=self._shared is None)
 
     def record(self, reused_tokens: int) -> None:
         """Count one admitted prompt: a hit if any of its KV was reused (cache or live slot)."""
-        if reused_tokens:
-            self.stats.hits += 1
-            self.stats.tokens_saved += reused_tokens
-        else:
-            self.stats.misses += 1
+        with self._lock:
+            if reused_tokens:
+                self.stats.hits += 1
+                self.stats.tokens_saved += reused_tokens
+            else:
+                self.stats.misses += 1
 
     # --- store --------------------------------------------------------------------------
 
@@ -286,6 +300,10 @@ class PrefixCache:
     ) -> bool:
         """Keep a saved state (``kept``: at a client's cache breakpoint, evicted after the
         ordinary entries); False when it is too large for the budget or too short."""
+        with self._lock:
+            return self._store(tokens, pos_min, data, kept)
+
+    def _store(self, tokens: Sequence[int], pos_min: int, data: bytearray, kept: bool) -> bool:
         key_tokens = tuple(tokens)
         if len(key_tokens) < BLOCK or len(data) > self._ram.budget:
             return False
@@ -313,6 +331,10 @@ class PrefixCache:
 
     def touch(self, tokens: Sequence[int], *, keep: bool = False) -> None:
         """A held entry was used again; ``keep``: at a cache breakpoint, kept from now on."""
+        with self._lock:
+            self._touch(tokens, keep)
+
+    def _touch(self, tokens: Sequence[int], keep: bool) -> None:
         key = self._by_tokens.get(tuple(tokens))
         if key is None:
             return

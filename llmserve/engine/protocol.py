@@ -12,6 +12,7 @@ from llmserve.ops.stats import CacheSnapshot as CacheSnapshot
 from llmserve.ops.stats import EngineStats as EngineStats
 from llmserve.ops.stats import KvSnapshot as KvSnapshot
 from llmserve.ops.stats import ModelStats as ModelStats
+from llmserve.ops.stats import ReplicaStats as ReplicaStats
 
 FinishReason = Literal["stop", "length"]
 

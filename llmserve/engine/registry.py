@@ -187,6 +187,7 @@ class ModelRegistry:
                     kv=stats.kv,
                     draft_tokens=stats.draft_tokens,
                     draft_accepted=stats.draft_accepted,
+                    replicas=stats.replicas,
                 )
                 for model, stats in per_model
             ),

@@ -1,4 +1,9 @@
-"""LlamaEngine: the real Engine — one model, one worker, requests bridged from asyncio."""
+"""LlamaEngine: the real Engine — one model, its replicas' workers, requests bridged from asyncio.
+
+The model's weights load once (once per GPU named in ``[model] devices``); each of the
+``replicas`` is a Worker, a llama context with its own thread, slots and KV, and all of them
+share one prefix cache. A request goes to the replica the pool chooses (engine/pool.py).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from llmserve.engine.draftmodel import DraftModel
 from llmserve.engine.embeddings import Embedder
 from llmserve.engine.jobs import SpecCounts
 from llmserve.engine.model import LlamaModel
+from llmserve.engine.pool import ReplicaPool
 from llmserve.engine.prefix_cache import PrefixCache, SwaRule, file_fingerprint
 from llmserve.engine.protocol import (
     CacheSnapshot,
@@ -27,6 +33,7 @@ from llmserve.engine.protocol import (
     GenerationRequest,
     KvSnapshot,
     ModelInfo,
+    ReplicaStats,
     SamplingParams,
     TemplateFactory,
     TemplateSource,
@@ -89,7 +96,7 @@ def _dispatch(items: list[tuple[Sink, Item]]) -> None:
 
 
 class LlamaEngine:
-    """Serves one GGUF model with continuous batching over ``parallel`` slots."""
+    """Serves one GGUF model with continuous batching over ``parallel`` slots per replica."""
 
     def __init__(
         self,
@@ -103,14 +110,18 @@ class LlamaEngine:
         self._path = model_path
         self._draft_path = draft_path
         self._templates = templates
-        self._model: LlamaModel | None = None
-        self._worker: Worker | None = None
+        self._model: LlamaModel | None = None  # tokenizes; the first of _models
+        self._models: list[LlamaModel] = []  # one per GPU of [model] devices, else one
+        self._pool: ReplicaPool[Worker] | None = None
+        self._cache: PrefixCache | None = None  # shared by the replicas
         self._embedder: Embedder | None = None
         self._template: ChatRenderer | None = None
         self._n_ctx_seq = settings.model.max_sequence_length
         self._created = int(time.time())
         self._model_id = settings.model.name or model_path.stem
-        self._spec = SpecCounts()  # counters outlive a worker: the model may load again
+        # Counters outlive the workers (the model may load again); one per replica, so that no
+        # two worker threads bump the same one.
+        self._specs = [SpecCounts() for _ in range(settings.model.replicas)]
 
     @classmethod
     def from_settings(cls, settings: Settings, templates: TemplateFactory) -> LlamaEngine:
@@ -139,19 +150,40 @@ class LlamaEngine:
             )
         ]
 
+    @property
+    def workers(self) -> tuple[Worker, ...]:
+        """The replicas' workers while loaded (for tests and stats)."""
+        return self._pool.replicas if self._pool is not None else ()
+
     def stats(self) -> EngineStats:
-        worker = self._worker
-        if worker is None:
-            return EngineStats(draft_tokens=self._spec.proposed, draft_accepted=self._spec.accepted)
-        cache = worker.cache.stats if worker.cache is not None else None
+        workers = self.workers
+        drafted = sum(spec.proposed for spec in self._specs)
+        accepted = sum(spec.accepted for spec in self._specs)
+        if not workers:
+            return EngineStats(draft_tokens=drafted, draft_accepted=accepted)
+        replicas = tuple(
+            ReplicaStats(
+                index=worker.index,
+                running=worker.running(),
+                waiting=worker.waiting(),
+                kv=KvSnapshot(used=worker.kv_cells_in_use(), cells=worker.kv_cells()),
+            )
+            for worker in workers
+        )
+        prompt = sum(worker.prompt_tokens for worker in workers)
+        reused = sum(worker.reused_tokens for worker in workers)
+        cache = self._cache.stats if self._cache is not None else None
         return EngineStats(
-            running=worker.running(),
-            waiting=worker.waiting(),
-            cache_hit_rate=worker.cache_hit_rate(),
+            running=sum(r.running for r in replicas),
+            waiting=sum(r.waiting for r in replicas),
+            cache_hit_rate=reused / prompt if prompt else 0.0,
             loaded=True,
-            kv=KvSnapshot(used=worker.kv_cells_in_use(), cells=worker.kv_cells()),
-            draft_tokens=self._spec.proposed,
-            draft_accepted=self._spec.accepted,
+            # Utilisation over every replica's cells: the model's KV, as the picker sees it.
+            kv=KvSnapshot(
+                used=sum(r.kv.used for r in replicas), cells=sum(r.kv.cells for r in replicas)
+            ),
+            draft_tokens=drafted,
+            draft_accepted=accepted,
             cache=CacheSnapshot(
                 hits=cache.hits,
                 misses=cache.misses,
@@ -162,6 +194,7 @@ class LlamaEngine:
             )
             if cache is not None
             else CacheSnapshot(),
+            replicas=replicas,
         )
 
     def served_id(self, model: str | None) -> str:
@@ -195,11 +228,16 @@ class LlamaEngine:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._load, loop)
-        assert self._worker is not None
-        self._worker.start()
+        for worker in self.workers:
+            worker.start()
         log.info(
             "model loaded",
-            extra={"model": self._model_id, "path": str(self._path), "n_ctx": self._n_ctx_seq},
+            extra={
+                "model": self._model_id,
+                "path": str(self._path),
+                "n_ctx": self._n_ctx_seq,
+                "replicas": len(self.workers),
+            },
         )
 
     def _load(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -213,7 +251,15 @@ class LlamaEngine:
                     "device=cpu"
                 )
             n_gpu_layers = -1 if settings.n_gpu_layers is None else settings.n_gpu_layers
-        model = LlamaModel(self._path, n_gpu_layers=n_gpu_layers)
+        # llama.cpp places a context's KV where the model's layers are, and chooses the GPU
+        # per model load (split mode none + main_gpu), not per context: one load per GPU.
+        placement = replica_devices(settings.replicas, settings.devices)
+        models: dict[int | None, LlamaModel] = {}
+        for device in placement:
+            if device not in models:
+                models[device] = LlamaModel(self._path, n_gpu_layers=n_gpu_layers, main_gpu=device)
+                self._models.append(models[device])
+        model = self._models[0]
         self._model = model
         self._n_ctx_seq = min(settings.max_sequence_length, model.facts.n_ctx_train)
         self._template = self._templates(
@@ -231,13 +277,15 @@ class LlamaEngine:
         def deliver(items: list[tuple[Sink, Item]]) -> None:
             loop.call_soon_threadsafe(_dispatch, items)
 
+        n_threads = settings.n_threads or os.cpu_count() or 1
         config = WorkerConfig(
             n_slots=settings.parallel,
             n_ctx_seq=self._n_ctx_seq,
             n_batch=settings.n_batch,
             prefill_chunk=settings.prefill_chunk,
             kv_unified=settings.kv_unified,
-            n_threads=settings.n_threads or os.cpu_count() or 1,
+            # The replicas' threads share the cores: each gets its share, never none.
+            n_threads=max(1, n_threads // settings.replicas),
             n_gpu_layers=n_gpu_layers,
             reuse_prefix=self._settings.cache.enabled,
             speculative=settings.speculative,
@@ -246,23 +294,37 @@ class LlamaEngine:
             ngram_size=settings.ngram_size,
             ngram_shared=settings.ngram_shared,
         )
-        draft = None
-        if self._draft_path is not None:
-            draft = DraftModel.open(self._draft_path, model, config)
-            log.info(
-                "draft model loaded",
-                extra={"model": self._model_id, "draft_path": str(self._draft_path)},
-            )
-        self._worker = Worker(
-            model,
-            config,
-            deliver,
-            max_queued=self._settings.server.max_concurrent_requests,
-            cache=self._build_cache(model, config),
-            spec_counts=self._spec,
-            draft=draft,
-        )
-        self._embedder = Embedder(model, n_ctx=self._n_ctx_seq, n_threads=config.n_threads)
+        self._cache = self._build_cache(model, config)
+        max_queued = self._settings.server.max_concurrent_requests
+        workers: list[Worker] = []
+        try:
+            for index, device in enumerate(placement):
+                # Each replica drafts in a context of its own (draft weights loaded per replica).
+                draft = None
+                if self._draft_path is not None:
+                    draft = DraftModel.open(self._draft_path, models[device], config)
+                    log.info(
+                        "draft model loaded",
+                        extra={"model": self._model_id, "draft_path": str(self._draft_path)},
+                    )
+                worker = Worker(
+                    models[device],
+                    config,
+                    deliver,
+                    max_queued=max_queued,
+                    cache=self._cache,
+                    spec_counts=self._specs[index],
+                    index=index,
+                    track_live=len(placement) > 1,
+                    draft=draft,
+                )
+                workers.append(worker)
+        except BaseException:
+            for made in workers:  # not started: stop() frees the context
+                made.stop()
+            raise
+        self._pool = ReplicaPool(workers, max_queued=max_queued)
+        self._embedder = Embedder(model, n_ctx=self._n_ctx_seq, n_threads=n_threads)
 
     def _build_cache(self, model: LlamaModel, config: WorkerConfig) -> PrefixCache | None:
         settings = self._settings.cache
@@ -291,16 +353,17 @@ class LlamaEngine:
     async def stop(self) -> None:
         # The chat template stays: a registry that unloads this model may render a prompt for
         # it while it loads again, and start() may be called again after stop().
-        worker, model, embedder = self._worker, self._model, self._embedder
-        self._worker = self._embedder = None
-        if worker is not None:
+        workers, cache, embedder = self.workers, self._cache, self._embedder
+        self._pool = self._embedder = self._cache = None
+        for worker in workers:
             await asyncio.to_thread(worker.stop)
-            if worker.cache is not None:  # its last entries land in a shared folder
-                await asyncio.to_thread(worker.cache.close)
+        if cache is not None:  # its last entries land in a shared folder
+            await asyncio.to_thread(cache.close)
         if embedder is not None:
             await asyncio.to_thread(embedder.close)
-        if model is not None:
+        for model in self._models:
             model.close()
+        self._models = []
         self._model = None
 
     async def tokenize(self, prompt: str | tuple[int, ...], *, param: str) -> list[int]:
@@ -340,23 +403,24 @@ class LlamaEngine:
             raise PromptTooLong(at_least_tokens=at_least, n_ctx=n_ctx, param=param)
 
     async def submit(self, request: GenerationRequest) -> StreamedGeneration:
-        worker = self._worker
-        if worker is None:
+        pool, model = self._pool, self._model
+        if pool is None or model is None:
             raise ServiceUnavailable("the model is not loaded")
-        if request.n > worker.config.n_slots:
+        n_slots = self._settings.model.parallel
+        if request.n > n_slots:
             raise InvalidRequest(
                 f"n={request.n} choices need {request.n} sequence slots at once, and this "
-                f"server has {worker.config.n_slots} ([model] parallel); ask for at most "
-                f"{worker.config.n_slots}",
+                f"server has {n_slots} ([model] parallel); ask for at most "
+                f"{n_slots}",
                 param="n",
             )
-        _check_logit_bias(request.sampling, worker.model)
-        grammar = self._grammar(request, worker.model)
+        _check_logit_bias(request.sampling, model)
+        grammar = self._grammar(request, model)
         param = "prompt"
         if request.suffix is not None:
-            tokens = await self._infill(request.prompt, request.suffix, worker.model)
+            tokens = await self._infill(request.prompt, request.suffix, model)
         else:
-            self._check_prompt_size(request.prompt, worker.model, param=param)
+            self._check_prompt_size(request.prompt, model, param=param)
             tokens = await self.tokenize(request.prompt, param=param)
         if not tokens:
             raise InvalidRequest("the prompt is empty", param=param)
@@ -370,7 +434,9 @@ class LlamaEngine:
             raise ContextLengthExceeded(
                 prompt_tokens=len(tokens), max_tokens=max(max_tokens, 1), n_ctx=n_ctx
             )
-        checkpoints = await self._checkpoints(request, tokens, worker)
+        cache_prompt = _or(request.cache_prompt, self._settings.cache.cache_prompt)
+        checkpoints = await self._checkpoints(request, tokens, model)
+        worker = pool.choose(tokens, n=request.n, by_prefix=cache_prompt)
         generation = StreamedGeneration(worker)
         worker.submit(
             Job(
@@ -382,7 +448,7 @@ class LlamaEngine:
                 n=request.n,
                 logprobs=request.logprobs,
                 grammar=grammar,
-                cache_prompt=_or(request.cache_prompt, self._settings.cache.cache_prompt),
+                cache_prompt=cache_prompt,
                 special=request.special_tokens,
                 checkpoints=checkpoints,
             )
@@ -390,13 +456,12 @@ class LlamaEngine:
         return generation
 
     async def _checkpoints(
-        self, request: GenerationRequest, tokens: list[int], worker: Worker
+        self, request: GenerationRequest, tokens: list[int], model: LlamaModel
     ) -> tuple[int, ...]:
         """The token positions of a text prompt's checkpoints (none without a cache)."""
         prompt = request.prompt
-        if not request.checkpoints or not isinstance(prompt, str) or worker.cache is None:
+        if not request.checkpoints or not isinstance(prompt, str) or self._cache is None:
             return ()
-        model = worker.model
 
         def tokenize(text: str) -> list[int]:
             return model.tokenize(text, add_special=model.add_bos)
@@ -476,6 +541,11 @@ class LlamaEngine:
             raise ServiceUnavailable("the model is still loading")
         checked = await self.tokenize(tuple(tokens), param="tokens")
         return [llama_model.piece(t) for t in checked]
+
+
+def replica_devices(replicas: int, devices: Sequence[int]) -> list[int | None]:
+    """The GPU of each replica: ``[model] devices``, else None (llama.cpp's default) each."""
+    return list(devices) if devices else [None] * replicas
 
 
 def _or(value: bool | None, default: bool) -> bool:

@@ -44,11 +44,12 @@ from llmserve.engine.jobs import (
 from llmserve.engine.model import LlamaModel
 from llmserve.engine.ngram import Backoff, NgramDrafter
 from llmserve.engine.ngrampool import NgramPool
+from llmserve.engine.pool import LivePrefixes, at_capacity
 from llmserve.engine.prefix_cache import Hit, PrefixCache
 from llmserve.engine.protocol import FinishReason, TokenEvent, TokenLogprob, Usage
 from llmserve.engine.sampling import SamplerChain
 from llmserve.engine.textstream import TextStream
-from llmserve.errors import EngineOverloaded, LLMServeError, ModelLoadError, ServiceUnavailable
+from llmserve.errors import LLMServeError, ModelLoadError, ServiceUnavailable
 
 __all__ = ["Deliver", "Item", "Job", "Sink", "Worker", "WorkerConfig"]
 
@@ -67,10 +68,18 @@ class Worker:
         cache: PrefixCache | None = None,
         spec_counts: SpecCounts | None = None,
         draft: DraftModel | None = None,
+        *,
+        index: int = 0,
+        track_live: bool = False,
     ) -> None:
         """``draft``: the draft model of ``speculative = "draft"``, owned by the worker from
-        here (closed by ``stop``)."""
+        here (closed by ``stop``). ``index``: the replica this worker is (thread name, stats);
+        ``track_live``: publish the free slots' prefixes in ``live`` for routing among
+        replicas. ``cache`` may be shared with the model's other workers."""
         self.model = model
+        self.index = index
+        self.live = LivePrefixes()
+        self._track_live = track_live and config.reuse_prefix
         self.config = config
         self.cache = cache
         self.spec_counts = spec_counts if spec_counts is not None else SpecCounts()
@@ -116,12 +125,14 @@ class Worker:
         self._inbox: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="llmserve-worker", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"llmserve-worker-{index}", daemon=True
+        )
         self._outbox: list[tuple[Sink, Item]] = []
         self.steps = 0
         self.peak_batch_slots = 0  # most slots one decode step has carried, for tests and stats
-        self._prompt_tokens = 0
-        self._reused_tokens = 0
+        self.prompt_tokens = 0  # of admitted jobs, and of those the ones served by reused KV
+        self.reused_tokens = 0
 
     # --- called from other threads -------------------------------------------------------
 
@@ -133,10 +144,7 @@ class Worker:
             if self._stopping:
                 raise ServiceUnavailable("the server is shutting down")
             if self.running() + len(self._inbox) >= self._max_queued:
-                raise EngineOverloaded(
-                    f"the server is at capacity ({self._max_queued} requests running or "
-                    "waiting); retry later"
-                )
+                raise at_capacity(self._max_queued)
             self._inbox.append(job)
             self._cond.notify()
 
@@ -144,6 +152,10 @@ class Worker:
         """Let an idle worker notice a cancelled job in its queue."""
         with self._cond:
             self._cond.notify()
+
+    @property
+    def n_slots(self) -> int:
+        return self.config.n_slots
 
     def running(self) -> int:
         return sum(1 for s in self._slots if s.run is not None)
@@ -169,10 +181,6 @@ class Worker:
     def kv_cells(self) -> int:
         """The context's KV cells (llama.cpp may pad n_ctx up)."""
         return int(llama_cpp.llama_n_ctx(self._ctx))
-
-    def cache_hit_rate(self) -> float:
-        """Fraction of admitted prompt tokens whose KV was reused rather than computed."""
-        return self._reused_tokens / self._prompt_tokens if self._prompt_tokens else 0.0
 
     def stop(self) -> None:
         with self._cond:
@@ -303,6 +311,7 @@ class Worker:
     def _restore(self, cache: PrefixCache, slot: Slot, hit: Hit) -> bool:
         """Load a cached state into a slot's sequence; False (slot emptied) on failure."""
         data = cache.load(hit)
+        self._untrack(slot)
         llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
         slot.kv_tokens.clear()
         if data is None:
@@ -388,11 +397,13 @@ class Worker:
             llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
             reuse = 0
         del slot.kv_tokens[reuse:]
+        for taken in (slot, *followers):
+            self._untrack(taken)
         # A job's first event, sent on admission, says how long it waited for this slot.
         waited = time.monotonic() - job.enqueued_at
         self._outbox.append((job.sink, TokenEvent(text="", queue_wait_s=waited)))
-        self._prompt_tokens += len(job.tokens)
-        self._reused_tokens += reuse
+        self.prompt_tokens += len(job.tokens)
+        self.reused_tokens += reuse
         if self.cache is not None:
             keep_reused(self.cache, job, reuse)
         group = Group(remaining=job.n, cached_tokens=reuse)
@@ -716,6 +727,13 @@ class Worker:
             slot.run.sampler.close()
         slot.run = None
         slot.last_used = time.monotonic()
+        if self._track_live:
+            self.live.hold(slot.seq_id, slot.kv_tokens)
+
+    def _untrack(self, slot: Slot) -> None:
+        """The slot's KV is about to change: routing must not count on its prefix."""
+        if self._track_live:
+            self.live.drop(slot.seq_id)
 
     def _flush_outbox(self) -> None:
         if self._outbox:

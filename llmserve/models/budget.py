@@ -5,9 +5,9 @@ Per loaded model, the RAM it can come to hold::
     weights   the GGUF file(s): llama.cpp maps them and they end up resident
     KV        f16 keys and values of ``parallel`` x context tokens per attention layer, sized as
               llama.cpp sizes them (context padded to 256; sliding-window layers keep only their
-              window plus a batch), plus the embeddings context (one sequence, made on first use)
+              window plus a batch), once per context of ``replicas``
     compute   llama.cpp's scratch for one batch of n_batch tokens, and its logits (f32 x
-              vocabulary per token)
+              vocabulary per token), once per context of ``replicas``
     embeddings  the embeddings context, made on the first /v1/embeddings: KV and compute of one
               sequence whose batch is its whole context; llama.cpp reserves the logits of every
               token of it, 4 GiB for Gemma 3's 262,144-token vocabulary at 4096 (measured)
@@ -93,7 +93,7 @@ class MemoryPlan:
         """``model 0.25 GiB + KV 0.50 GiB + ...``: each part of the total, named by its key."""
         parts = [
             ("model" if len(self.models) == 1 else "models", _sum(self.models, "weights")),
-            ("KV ([model] parallel x max_sequence_length)", _sum(self.models, "kv")),
+            ("KV ([model] replicas x parallel x max_sequence_length)", _sum(self.models, "kv")),
             ("compute", _sum(self.models, "compute")),
             ("embeddings context (max_sequence_length)", _sum(self.models, "embeddings")),
             ("[cache] max_size_mb", _sum(self.models, "cache")),
@@ -241,14 +241,16 @@ def model_need(
     )
     in_ram = _ram_share(model, _int(metadata, "block_count") or 0)
     ram_cache = cache.max_size_mb * MiB if cache.enabled else 0
+    # Replicas share the weights (one load; on GPUs one per device, in GPU memory) and the
+    # prefix cache; each context has its own KV and compute buffers.
     return ModelNeed(
         name=name,
         weights=round(file_bytes * in_ram),
-        kv=round(generation * in_ram),
-        compute=_compute(metadata, model.n_batch),
+        kv=round(generation * in_ram) * model.replicas,
+        compute=_compute(metadata, model.n_batch) * model.replicas,
         cache=ram_cache,
         embeddings=round(embeddings_kv * in_ram) + _compute(metadata, n_ctx_seq),
-        draft=_draft_need(model, n_ctx_seq, *draft) if draft is not None else 0,
+        draft=_draft_need(model, n_ctx_seq, *draft) * model.replicas if draft is not None else 0,
     )
 
 
@@ -339,7 +341,7 @@ def estimate_model(settings: Settings) -> ModelNeed | None:
 # -- the verdicts -------------------------------------------------------------------------------
 
 ADVICE = (
-    "lower [cache] max_size_mb, [model] parallel or max_sequence_length, or [server] "
+    "lower [cache] max_size_mb, [model] parallel, max_sequence_length or replicas, or [server] "
     "max_loaded_models, or serve a smaller model; [server] memory_check = false starts anyway"
 )
 

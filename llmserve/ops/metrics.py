@@ -26,7 +26,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from llmserve.ops.stats import CacheSnapshot, EngineStats, KvSnapshot, ModelStats
+from llmserve.ops.stats import CacheSnapshot, EngineStats, KvSnapshot, ModelStats, ReplicaStats
+from llmserve.ops.stats import per_model as models_of
 
 # Milliseconds: from a cached short completion to a long generation on a slow CPU.
 DURATION_BUCKETS_MS = (
@@ -160,6 +161,35 @@ class SpecCollector:
             accepted.add_metric([m.id], m.draft_accepted)
             rate.add_metric([m.id], m.draft_accepted / m.draft_tokens if m.draft_tokens else 0.0)
         yield from (drafted, accepted, rate)
+
+
+class ReplicaCollector:
+    """Running and waiting requests of each llama context of each loaded model.
+
+    The per-model gauges stay the sums (their label set is a contract of dashboards, alerts
+    and the endpoint picker); these add the ``replica`` label beside them. A model not loaded
+    has no replica series.
+    """
+
+    def __init__(self) -> None:
+        self.snapshots: Sequence[tuple[str, Sequence[ReplicaStats]]] = ()  # by model
+
+    def collect(self) -> Iterator[Metric]:
+        running = GaugeMetricFamily(
+            "llm_engine_replica_requests_running",
+            "Requests holding a sequence slot of one replica (llama context) of a model.",
+            labels=["model", "replica"],
+        )
+        waiting = GaugeMetricFamily(
+            "llm_engine_replica_requests_waiting",
+            "Requests queued for a sequence slot of one replica (llama context) of a model.",
+            labels=["model", "replica"],
+        )
+        for model, replicas in self.snapshots:
+            for replica in replicas:
+                running.add_metric([model, str(replica.index)], replica.running)
+                waiting.add_metric([model, str(replica.index)], replica.waiting)
+        yield from (running, waiting)
 
 
 class ModelCollector:
@@ -296,6 +326,8 @@ class Metrics:
         registry.register(self.cache)
         self.kv = KvCollector()
         registry.register(self.kv)
+        self.replicas = ReplicaCollector()
+        registry.register(self.replicas)
         self.model_loads = ModelCollector()
         registry.register(self.model_loads)
         self.speculation = SpecCollector()
@@ -393,23 +425,13 @@ class Metrics:
         """Set the gauges that mirror the engine and the process to their values now."""
         self.cache_hit_rate.set(stats.cache_hit_rate)
         # A registry reports each of its models; a one-model engine is its own one model.
-        per_model = stats.models or (
-            ModelStats(
-                id=model,
-                loaded=stats.loaded,
-                running=stats.running,
-                waiting=stats.waiting,
-                cache=stats.cache,
-                kv=stats.kv,
-                draft_tokens=stats.draft_tokens,
-                draft_accepted=stats.draft_accepted,
-            ),
-        )
+        per_model = models_of(stats, model)
         for m in per_model:
             self.requests_running.labels(model=m.id).set(m.running)
             self.requests_waiting.labels(model=m.id).set(m.waiting)
         self.cache.snapshots = [(m.id, m.cache) for m in per_model]
         self.kv.snapshots = [(m.id, m.kv) for m in per_model]
+        self.replicas.snapshots = [(m.id, m.replicas) for m in per_model]
         self.model_loads.models = stats.models
         self.speculation.models = per_model
         self.memory_usage.set(self.rss_bytes())

@@ -42,6 +42,16 @@ class KvSnapshot:
 
 
 @frozen
+class ReplicaStats:
+    """One llama context of a model served by several (``[model] replicas``)."""
+
+    index: int
+    running: int = 0
+    waiting: int = 0
+    kv: KvSnapshot = field(factory=KvSnapshot)
+
+
+@frozen
 class ModelStats:
     """One model of an engine that serves several (a ModelRegistry)."""
 
@@ -56,6 +66,7 @@ class ModelStats:
     kv: KvSnapshot = field(factory=KvSnapshot)
     draft_tokens: int = 0  # speculative decoding: tokens drafted, and accepted by the model
     draft_accepted: int = 0
+    replicas: tuple[ReplicaStats, ...] = ()  # its contexts while loaded; running etc. are sums
 
 
 @frozen
@@ -71,3 +82,23 @@ class EngineStats:
     draft_tokens: int = 0  # speculative decoding: tokens drafted, and accepted by the model
     draft_accepted: int = 0
     models: tuple[ModelStats, ...] = ()
+    replicas: tuple[ReplicaStats, ...] = ()  # of the one model; registries: per model
+
+
+def per_model(stats: EngineStats, model_id: str) -> tuple[ModelStats, ...]:
+    """The models of a snapshot: a registry's, or a one-model engine as its own one model."""
+    if stats.models:
+        return stats.models
+    return (
+        ModelStats(
+            id=model_id,
+            loaded=stats.loaded,
+            running=stats.running,
+            waiting=stats.waiting,
+            cache=stats.cache,
+            kv=stats.kv,
+            draft_tokens=stats.draft_tokens,
+            draft_accepted=stats.draft_accepted,
+            replicas=stats.replicas,
+        ),
+    )

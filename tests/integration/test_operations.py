@@ -73,8 +73,8 @@ def completion(max_tokens: int, *, stream: bool = False) -> dict[str, object]:
 def assert_slot_freed_early(base_url: str, engine: LlamaEngine) -> None:
     """running drops to 0 long before the generation could have ended, and the slot serves."""
     assert eventually(lambda: gauge(base_url, "llm_engine_requests_running") == 0.0, 10.0)
-    assert engine._worker is not None
-    assert engine._worker.steps < LONG // 2, "the generation ran on after the disconnect"
+    (worker,) = engine.workers
+    assert worker.steps < LONG // 2, "the generation ran on after the disconnect"
     response = httpx.post(f"{base_url}/v1/completions", json=completion(3), timeout=30)
     assert response.json()["usage"]["completion_tokens"] == 3
 
@@ -160,8 +160,7 @@ async def test_cancel_stops_the_generation_within_one_decode_step(long_gguf: Pat
     engine = LlamaEngine(settings_for(long_gguf), long_gguf, ChatTemplate.from_source)
     await engine.start()
     try:
-        worker = engine._worker
-        assert worker is not None
+        (worker,) = engine.workers
         generation = await engine.submit(GenerationRequest(prompt="hello", max_tokens=LONG))
         seen = 0
         async for event in generation:

@@ -122,7 +122,7 @@ def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
 
 
 def test_health_and_ping_stay_open(base_url: str) -> None:
-    """/health gives the seed's JSON shape without a key; /ping answers."""
+    """/health gives the seed's JSON keys plus the models without a key; /ping answers."""
     health = httpx.get(f"{base_url}/health").json()
     assert set(health) == {
         "status",
@@ -130,8 +130,18 @@ def test_health_and_ping_stay_open(base_url: str) -> None:
         "total_requests",
         "cache_hit_rate",
         "memory_usage_mb",
+        "models",
     }
     assert health["status"] == "healthy"
+    assert health["models"] == [
+        {
+            "id": "tiny",
+            "loaded": True,
+            "running": 0,
+            "waiting": 0,
+            "replicas": [{"replica": 0, "running": 0, "waiting": 0}],
+        }
+    ]
     assert httpx.get(f"{base_url}/ping").status_code == 200
 
 

@@ -171,6 +171,21 @@ def test_plan_reads_the_draft_model_of_a_drafting_model(tmp_path: Path) -> None:
     assert plan_memory(AppSettings(model=unused)).models[0].draft == 0
 
 
+def test_each_replica_counts_its_own_kv_and_compute_but_not_the_weights(tmp_path: Path) -> None:
+    """replicas = 2: two contexts' KV and compute buffers; one load of weights, one cache."""
+    metadata = read_metadata(header(tmp_path / "m.gguf", n_vocab=1000))
+    one = ModelSettings(max_sequence_length=1024, parallel=2, n_batch=64)
+    two = ModelSettings(max_sequence_length=1024, parallel=2, n_batch=64, replicas=2)
+    single = model_need("m", one, CacheSettings(max_size_mb=300), metadata, file_bytes=5 * MiB)
+    double = model_need("m", two, CacheSettings(max_size_mb=300), metadata, file_bytes=5 * MiB)
+    assert (double.kv, double.compute) == (2 * single.kv, 2 * single.compute)
+    assert (double.weights, double.cache, double.embeddings) == (
+        single.weights,
+        single.cache,
+        single.embeddings,
+    )
+
+
 def test_context_beyond_training_is_capped_as_the_engine_caps_it(tmp_path: Path) -> None:
     """max_sequence_length over the model's training context counts only that context."""
     metadata = read_metadata(header(tmp_path / "m.gguf", context_length=1024))

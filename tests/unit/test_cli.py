@@ -257,7 +257,7 @@ def test_huge_cache_budget_is_refused_at_start_in_one_line(
         "llmserve: error: Resource error: Insufficient memory: the configuration needs ~95.37 TiB"
     )
     assert "[cache] max_size_mb 95.37 TiB" in line
-    assert "lower [cache] max_size_mb, [model] parallel or max_sequence_length" in line
+    assert "lower [cache] max_size_mb, [model] parallel, max_sequence_length or replicas" in line
 
 
 def test_memory_check_off_starts_with_a_warning(
@@ -280,3 +280,18 @@ def test_memory_check_off_starts_with_a_warning(
     entries = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     warning = next(entry for entry in entries if "Insufficient memory" in entry["message"])
     assert warning["level"] == "WARNING"
+
+
+def test_bad_replicas_or_devices_are_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--replicas 0 and devices that do not match the replicas end with one line, status 2."""
+    assert main(["serve", "--replicas", "0"]) == 2
+    assert stderr_lines(capsys) == [
+        "llmserve: error: invalid config: --replicas 0: must be at least 1"
+    ]
+    assert main(["config", "--device", "gpu", "--replicas", "2", "--devices", "1"]) == 2
+    assert stderr_lines(capsys) == [
+        "llmserve: error: invalid config: --devices 1: has 1 GPU index for replicas = 2; "
+        "give one GPU index per replica"
+    ]

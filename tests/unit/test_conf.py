@@ -14,6 +14,7 @@ import pytest
 from litestar.testing import TestClient
 
 from llmserve.engine.fake import FakeEngine
+from llmserve.engine.protocol import ReplicaStats
 from llmserve.engine.registry import ModelRegistry, ModelSpec
 from tests.support.doubles import fake_app
 
@@ -35,8 +36,10 @@ def dashboard_exprs() -> list[str]:
 @pytest.fixture(name="exposed", scope="module")
 def fixture_exposed() -> set[str]:
     """The llm_engine_* series names of a server that has answered one request."""
-    # Behind a registry, as `llmserve serve` serves even one model: its load metrics too.
-    models = ModelRegistry([ModelSpec(FakeEngine(queue_wait_s=0.1), preload=True)])
+    # Behind a registry, as `llmserve serve` serves even one model: its load metrics too; with
+    # a replica, as a loaded model has, for the per-replica series.
+    engine = FakeEngine(queue_wait_s=0.1, replicas=(ReplicaStats(index=0),))
+    models = ModelRegistry([ModelSpec(engine, preload=True)])
     with TestClient(fake_app(models)) as client:
         client.post("/v1/completions", json={"prompt": "x"})
         text = client.get("/metrics").text

@@ -504,3 +504,73 @@ def test_a_draft_model_path_is_unused_unless_the_mode_is_draft(write_toml: Any) 
     path = write_toml('[model]\ndraft_model_path = "small.gguf"\n')
     assert load(path).model.speculative == "off"
     assert load(path, {"LLM_ENGINE_SPECULATIVE": "ngram"}).model.draft_model_path == "small.gguf"
+
+
+def test_one_replica_and_no_devices_by_default() -> None:
+    """[model] replicas defaults to 1 context, devices to none (llama.cpp's placement)."""
+    assert (Settings().model.replicas, Settings().model.devices) == (1, ())
+
+
+def test_replicas_and_devices_from_toml_env_and_flag(write_toml: Any) -> None:
+    """replicas and devices < LLM_ENGINE_REPLICAS / _DEVICES < --replicas / --devices."""
+    path = write_toml('[model]\ndevice = "gpu"\nreplicas = 2\ndevices = [0, 1]\n')
+    assert (load(path).model.replicas, load(path).model.devices) == (2, (0, 1))
+    env = {"LLM_ENGINE_REPLICAS": "3", "LLM_ENGINE_DEVICES": "1, 0, 1"}
+    assert (load(path, env).model.replicas, load(path, env).model.devices) == (3, (1, 0, 1))
+    flagged = load(path, env, replicas="1", devices="1")
+    assert (flagged.model.replicas, flagged.model.devices) == (1, (1,))
+    entries = write_toml('[[models]]\nname = "a"\nmodel_path = "a.gguf"\nreplicas = 2\n', "m.toml")
+    assert load(entries).models[0].replicas == 2
+
+
+def test_fewer_than_one_replica_is_one_line_naming_its_key(write_toml: Any) -> None:
+    """replicas = 0 is refused in one line naming the key and its source."""
+    path = write_toml("[model]\nreplicas = 0\n")
+    assert error_of(path) == f"invalid config: [model] replicas = 0 ({path}): must be at least 1"
+    assert error_of(replicas="-1") == "invalid config: --replicas -1: must be at least 1"
+
+
+def test_devices_must_name_one_gpu_per_replica(write_toml: Any) -> None:
+    """devices of another length than replicas is one line naming devices and its source."""
+    path = write_toml('[model]\ndevice = "cuda"\nreplicas = 2\ndevices = [0]\n')
+    assert error_of(path) == (
+        f"invalid config: [model] devices = [0] ({path}): has 1 GPU index for replicas = 2; "
+        "give one GPU index per replica"
+    )
+    entries = write_toml(
+        '[[models]]\nname = "a"\nmodel_path = "a.gguf"\ndevice = "gpu"\ndevices = [0, 1]\n',
+        "m.toml",
+    )
+    assert error_of(entries) == (
+        f"invalid config: [[models]] #1 devices = [0, 1] ({entries}): has 2 GPU indices for "
+        "replicas = 1; give one GPU index per replica"
+    )
+
+
+def test_devices_on_cpu_are_refused(write_toml: Any) -> None:
+    """GPU indices with device = "cpu" place nothing: an error, not a silent no-op."""
+    assert error_of(replicas="2", devices="0,1") == (
+        'invalid config: --devices 0,1: GPU indices need device = "gpu" or "cuda" (device is "cpu")'
+    )
+
+
+def test_devices_must_be_gpu_indices(write_toml: Any) -> None:
+    """Text, negative numbers and booleans are not GPU indices."""
+    assert error_of(device="gpu", devices="0,x") == (
+        "invalid config: --devices 0,x: must be a comma-separated list of integers"
+    )
+    assert error_of(device="gpu", devices="-1") == (
+        "invalid config: --devices -1: GPU indices must be at least 0"
+    )
+    path = write_toml('[model]\ndevice = "gpu"\ndevices = [true]\n')
+    assert error_of(path) == (
+        f"invalid config: [model] devices = [true] ({path}): must be an array of integers"
+    )
+
+
+def test_placement_is_checked_for_settings_built_in_code() -> None:
+    """ModelSettings itself refuses devices that do not match its replicas."""
+    from llmserve.config import ModelSettings
+
+    with pytest.raises(ValueError, match="one GPU index per replica"):
+        ModelSettings(device="gpu", replicas=2, devices=(0,))

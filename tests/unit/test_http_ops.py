@@ -11,6 +11,7 @@ import pytest
 from litestar.testing import TestClient
 
 from llmserve.engine.fake import FakeEngine
+from llmserve.engine.protocol import ReplicaStats
 from tests.support.doubles import FixedClock, fake_app
 
 
@@ -30,8 +31,8 @@ def fixture_client(engine: FakeEngine, clock: FixedClock) -> Iterator[TestClient
         yield client
 
 
-def test_health_has_exactly_the_seed_shape(client: TestClient[Any]) -> None:
-    """/health answers 200 with the seed README's five keys and nothing else."""
+def test_health_has_the_seed_shape_plus_the_models(client: TestClient[Any]) -> None:
+    """/health answers 200 with the seed README's five keys, and ``models``, nothing else."""
     response = client.get("/health")
     assert response.status_code == 200
     assert set(response.json()) == {
@@ -40,8 +41,28 @@ def test_health_has_exactly_the_seed_shape(client: TestClient[Any]) -> None:
         "total_requests",
         "cache_hit_rate",
         "memory_usage_mb",
+        "models",
     }
     assert response.json()["status"] == "healthy"
+
+
+def test_health_lists_each_replica_of_each_model() -> None:
+    """models[] carries each model's running and waiting, and each of its replicas'."""
+    engine = FakeEngine(
+        replicas=(ReplicaStats(index=0, running=2, waiting=1), ReplicaStats(index=1, running=1))
+    )
+    with TestClient(fake_app(engine)) as client:
+        (model,) = client.get("/health").json()["models"]
+    assert model == {
+        "id": engine.model_id,
+        "loaded": True,
+        "running": 3,
+        "waiting": 1,
+        "replicas": [
+            {"replica": 0, "running": 2, "waiting": 1},
+            {"replica": 1, "running": 1, "waiting": 0},
+        ],
+    }
 
 
 def test_health_reports_engine_cache_hit_rate(client: TestClient[Any]) -> None:

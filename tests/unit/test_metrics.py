@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from llmserve.engine.protocol import EngineStats, KvSnapshot, ModelStats
+from llmserve.engine.protocol import EngineStats, KvSnapshot, ModelStats, ReplicaStats
 from llmserve.ops.metrics import Metrics
 
 
@@ -306,3 +306,29 @@ def test_speculative_decoding_counters_come_from_the_engine_snapshot() -> None:
     assert 'llm_engine_spec_decode_draft_tokens_total{model="m"} 40.0' in text
     assert 'llm_engine_spec_decode_accepted_tokens_total{model="m"} 30.0' in text
     assert 'llm_engine_spec_decode_acceptance_rate{model="m"} 0.75' in text
+
+
+def test_each_replica_has_its_running_and_waiting_series(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """llm_engine_replica_requests_* carry a replica label; the per-model gauges stay sums."""
+    replicas = (ReplicaStats(index=0, running=3, waiting=2), ReplicaStats(index=1, running=1))
+    metrics.refresh(EngineStats(running=4, waiting=2, loaded=True, replicas=replicas), model="m")
+    running = "llm_engine_replica_requests_running"
+    assert value(registry, running, model="m", replica="0") == 3.0
+    assert value(registry, running, model="m", replica="1") == 1.0
+    assert value(registry, "llm_engine_replica_requests_waiting", model="m", replica="0") == 2.0
+    assert value(registry, "llm_engine_requests_running", model="m") == 4.0
+    assert value(registry, "llm_engine_requests_waiting", model="m") == 2.0
+
+
+def test_a_registrys_models_report_their_own_replicas(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    """With several models, each model's replicas are labelled with that model; an unloaded
+    model has no replica series."""
+    loaded = ModelStats(id="a", loaded=True, running=1, replicas=(ReplicaStats(0, running=1),))
+    stats = EngineStats(running=1, loaded=True, models=(loaded, ModelStats(id="b")))
+    metrics.refresh(stats, model="a")
+    assert value(registry, "llm_engine_replica_requests_running", model="a", replica="0") == 1.0
+    assert value(registry, "llm_engine_replica_requests_running", model="b", replica="0") is None

@@ -284,3 +284,57 @@ def test_spill_failing_mid_write_leaves_no_partial_file(
     monkeypatch.undo()
     assert sorted(tmp_path.iterdir()) == before
     assert c.stats.entries == {"ram": 1, "disk": 1}
+
+
+def test_a_hit_evicted_by_another_replica_still_loads_its_bytes() -> None:
+    """Replicas share the cache: an entry evicted between lookup and load still restores from
+    the bytes its hit holds, and is not put back in the index."""
+    c = cache(ram=150)
+    c.store(toks(0, 64), 0, state(100, fill=1))
+    hit = c.lookup(toks(0, 80))
+    assert hit is not None
+    c.store(toks(1000, 64), 0, state(100, fill=2))  # another replica's save evicts it
+    assert c.load(hit) == state(100, fill=1)
+    assert c.lookup(toks(0, 80)) is None
+
+
+def test_a_hit_whose_file_another_replica_took_is_a_miss(tmp_path: Path) -> None:
+    """A disk entry dropped between lookup and load loads as nothing: a miss, no error."""
+    c = cache(ram=150, disk_dir=tmp_path, disk_bytes=150)
+    c.store(toks(0, 64), 0, state(100, fill=1))
+    c.store(toks(1000, 64), 0, state(100, fill=2))  # spills the first to disk
+    hit = c.lookup(toks(0, 80))
+    assert hit is not None
+    assert hit.entry.data is None
+    c.store(toks(2000, 64), 0, state(100, fill=3))  # its spill evicts the first from disk
+    assert c.load(hit) is None
+
+
+def test_replica_threads_share_one_cache_without_losing_entries() -> None:
+    """Four threads storing, looking up and loading at once leave a consistent index."""
+    import threading
+
+    c = cache(ram=64 * 100)
+    errors: list[BaseException] = []
+
+    def replica(offset: int) -> None:
+        try:
+            for i in range(200):
+                tokens = toks(offset * 100_000 + (i % 40) * 1000, 64)
+                c.store(tokens, 0, state(100, fill=offset))
+                hit = c.lookup([*tokens, 1])
+                if hit is not None:
+                    c.load(hit)
+                c.record(64)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replica, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert c.stats.hits == 800
+    assert c.stats.entries["ram"] == 64
+    assert c.stats.bytes["ram"] == 64 * 100
