@@ -250,7 +250,11 @@ def main() -> int:
         "--draft-model-path", type=Path, default=None, help="also speculative = draft with it"
     )
     parser.add_argument("--llama-server-bin", type=Path, default=None)
-    parser.add_argument("--llama-spec-type", default="ngram-simple")
+    parser.add_argument(
+        "--llama-spec-type",
+        default="ngram-simple",
+        help="comma-separated llama-server --spec-type values, one server each (off: none)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON of the raw numbers")
     args = parser.parse_args()
     model_path = args.model_path
@@ -284,12 +288,13 @@ def main() -> int:
         }
         spec = ServerSpec(name=f"llmserve_{name}", command=base.command, env=env)
         servers.append(Server(spec.name, spec, port))
-    if args.llama_server_bin is not None:
+    for spec_type in args.llama_spec_type.split(",") if args.llama_server_bin else ():
         port = free_port()
         base = llama_server_spec(config, port, "decode")
+        flags = [] if spec_type == "off" else ["--spec-type", spec_type]
         spec = ServerSpec(
-            name=f"llama_server_{args.llama_spec_type}",
-            command=[*base.command, "--spec-type", args.llama_spec_type],
+            name=f"llama_server_{spec_type}",
+            command=[*base.command, *flags],
             extra_body=base.extra_body,
         )
         servers.append(Server(spec.name, spec, port))
