@@ -30,6 +30,7 @@ from llmserve.api.state import AppState
 from llmserve.engine import protocol
 from llmserve.engine.protocol import Generation, GenerationRequest
 from llmserve.errors import LLMServeError
+from llmserve.prompt import toolformats
 
 log = logging.getLogger("llmserve.http")  # the logger name is part of the log format
 
@@ -105,6 +106,13 @@ async def resolve_model(request: Request[Any, Any, Any], state: AppState, name: 
     model = await state.engine.resolve(name)
     record_of(request).serve_with(model)
     return model
+
+
+def model_family(state: AppState, model: str) -> toolformats.Family:
+    """The tool-call family ``model`` writes, its calls forced in the syntax its template
+    teaches."""
+    engine = state.engine
+    return toolformats.family(engine.tool_format(model), engine.tool_syntax(model))
 
 
 async def render_chat(state: AppState, chat: ChatInput, model: str) -> str:

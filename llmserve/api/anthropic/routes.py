@@ -20,12 +20,11 @@ from llmserve.api.anthropic import breakpoints, codec, translate
 from llmserve.api.anthropic.errors import handle_anthropic_exception
 from llmserve.api.anthropic.events import MessageReply
 from llmserve.api.anthropic.wire import MessagesInput, MessagesRequest, TokenCount
-from llmserve.api.generation import json_response, render_chat, resolve_model, serve
+from llmserve.api.generation import json_response, model_family, render_chat, resolve_model, serve
 from llmserve.api.guards import anthropic_guard
 from llmserve.api.observe import record_of
 from llmserve.api.outputs import output_reading
 from llmserve.api.state import app_state
-from llmserve.prompt import toolformats
 
 
 @post("/messages", status_code=200)
@@ -37,7 +36,7 @@ async def create_message(request: Request[Any, Any, Any], body: RawBody) -> Resp
     chat = translate.chat_input(parsed, plan)
     marks = breakpoints.marks(parsed)
     model = await resolve_model(request, state, parsed.model)
-    family = toolformats.family(state.engine.tool_format(model), state.engine.tool_syntax(model))
+    family = model_family(state, model)
     prompt = await render_chat(state, chat, model)
     checkpoints = await breakpoints.checkpoints(state, parsed, marks, prompt, model)
     generation = translate.generation(parsed, plan, family, prompt)

@@ -15,7 +15,14 @@ from litestar import Request, Response, Router, get, post
 from litestar.params import FromPath, RawBody
 
 from llmserve.api.failures import internal_error_envelope
-from llmserve.api.generation import ChatInput, json_response, render_chat, resolve_model, serve
+from llmserve.api.generation import (
+    ChatInput,
+    json_response,
+    model_family,
+    render_chat,
+    resolve_model,
+    serve,
+)
 from llmserve.api.guards import openai_guard
 from llmserve.api.observe import record_of
 from llmserve.api.openai import codec, wire, wire_embeddings
@@ -24,7 +31,6 @@ from llmserve.api.outputs import output_reading
 from llmserve.api.state import AppState, app_state
 from llmserve.engine import protocol
 from llmserve.errors import InvalidRequest, LLMServeError, ModelNotFound
-from llmserve.prompt import toolformats
 
 DONE = b"data: [DONE]\n\n"
 
@@ -92,7 +98,7 @@ async def chat_completions(request: Request[Any, Any, Any], body: RawBody) -> Re
     )
     model = await resolve_model(request, state, parsed.model)
     prompt = await render_chat(state, chat, model)
-    family = toolformats.family(state.engine.tool_format(model), state.engine.tool_syntax(model))
+    family = model_family(state, model)
     use = parsed.tool_use()
     reading = output_reading(
         family,

@@ -16,7 +16,7 @@ from litestar import Request, Response, Router, delete, get, post
 from litestar.params import FromPath, RawBody
 
 from llmserve.api.auth import bearer_key
-from llmserve.api.generation import json_response, render_chat, resolve_model, serve
+from llmserve.api.generation import json_response, model_family, render_chat, resolve_model, serve
 from llmserve.api.guards import openai_guard
 from llmserve.api.observe import record_of
 from llmserve.api.responses import codec, translate
@@ -25,7 +25,6 @@ from llmserve.api.responses.store import Stored, scope_of
 from llmserve.api.responses.wire import FunctionChoice, ResponsesInput, ResponsesRequest
 from llmserve.api.state import AppState, app_state
 from llmserve.errors import NotFound
-from llmserve.prompt import toolformats
 
 
 def _scope(request: Request[Any, Any, Any], state: AppState) -> str:
@@ -117,7 +116,7 @@ async def create_response(request: Request[Any, Any, Any], body: RawBody) -> Res
     use = translate.tools_of(parsed)
     chat, conversation = translate.chat_input(parsed, history, use)
     model = await resolve_model(request, state, parsed.model)
-    family = toolformats.family(state.engine.tool_format(model), state.engine.tool_syntax(model))
+    family = model_family(state, model)
     prompt = await render_chat(state, chat, model)
     generation = translate.generation(parsed, use, family, prompt)
     reading = translate.reading(parsed, use, family)
