@@ -25,6 +25,8 @@ from llmserve.engine.protocol import GbnfGrammar, SchemaRule
 from llmserve.prompt.grammar import ANY, DEFS, UnsupportedSchema, check_schema
 from llmserve.prompt.toolformats import (
     ARGUMENTS,
+    DSML_ARGS,
+    DSML_V4_ARGS,
     GLM_ARGS,
     GLM_COMPACT_ARGS,
     ID,
@@ -36,6 +38,7 @@ from llmserve.prompt.toolformats import (
     Family,
     Forced,
 )
+from llmserve.prompt.toolformats.deepseek_dsml import END_PARAM, param_open
 
 RULE = "llmserve"  # our rules' prefix (the converter's rules are named after ours, or primitives)
 # Bare text of a string parameter: no control characters but tab and newline, and no "<", so
@@ -61,7 +64,13 @@ _PART_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 _PART_RULES = {INDEX: "[0-9]{1,3}", ID: "[a-zA-Z0-9]{9}"}
 # Where a bare parameter value ends, by argument style: the text may not contain it.
-_VALUE_END = {XML_ARGS: "</parameter>", GLM_ARGS: "</arg_value>", GLM_COMPACT_ARGS: "</arg_value>"}
+_VALUE_END = {
+    XML_ARGS: "</parameter>",
+    GLM_ARGS: "</arg_value>",
+    GLM_COMPACT_ARGS: "</arg_value>",
+    DSML_ARGS: END_PARAM,
+    DSML_V4_ARGS: END_PARAM,
+}
 
 
 def tool_call_grammar(
@@ -81,15 +90,20 @@ def tool_call_grammar(
     calls = f"{RULE}-call"
     if parallel and syntax.repeat:
         calls = f"{calls} ({literal(syntax.sep)} {calls})*" if syntax.sep else f"{calls}+"
-    head = ""
-    opened = family.reasoning_open
-    if opened and family.reasoning_close and prompt.rstrip().endswith(opened):
-        head = family.reasoning_close + "\n\n"
-    root = [literal(text) for text in (head + syntax.open,) if text]
+    root = [literal(text) for text in (reasoning_closed(family, prompt) + syntax.open,) if text]
     root.append(calls)
     root += [literal(syntax.close)] if syntax.close else []
     writer.lines.insert(0, f"root ::= {' '.join(root)}")
     return GbnfGrammar(text="\n".join(writer.lines), rules=tuple(writer.rules))
+
+
+def reasoning_closed(family: Family, prompt: str) -> str:
+    """What a forced output starts with after ``prompt``: the reasoning closed, empty, if the
+    prompt left the model inside it, and a blank line unless the calls open with their own."""
+    opened, close = family.reasoning_open, family.reasoning_close
+    if not (opened and close and prompt.rstrip().endswith(opened)):
+        return ""
+    return close if family.syntax.open[:1].isspace() else close + "\n\n"
 
 
 def literal(text: str) -> str:
@@ -204,8 +218,9 @@ class _Writer:
     ) -> list[str]:
         """One tagged value per parameter, in the schema's order; optional ones may be left
         out."""
-        if arguments == ANY:
-            return []  # any arguments: none written
+        kind = self.syntax.args
+        if arguments == ANY:  # any arguments: none written
+            return [literal("\n")] if kind == DSML_V4_ARGS else []
         if arguments.get("type") != "object":
             raise UnsupportedSchema(
                 f"Tool '{tool}': calls in the '{self.syntax.name}' syntax write one value per "
@@ -217,23 +232,44 @@ class _Writer:
         required = set(arguments.get("required", ()))
         # Each value's schema carries the definitions its "#/$defs/..." point at.
         defs = {k: v for k, v in arguments.items() if k in DEFS}
-        kind = self.syntax.args
         line = "" if kind == GLM_COMPACT_ARGS else "\n"
-        pieces = []
+        pieces, optional = [], []
         for key, schema in arguments.get("properties", {}).items():
             given = declared.get(key)
             text = isinstance(given, Mapping) and given.get("type") == "string"
-            if text or _bare_choices(schema):
+            bare = text or _bare_choices(schema)
+            if bare:
                 value = self.bare(schema, _VALUE_END[kind])
             else:
                 value = self.schema_rule({**schema, **defs})
             if kind == XML_ARGS:
                 head, tail = f"<parameter={key}>\n", "\n</parameter>\n"
+            elif kind in (DSML_ARGS, DSML_V4_ARGS):
+                head, tail = param_open(key, bare), f"{END_PARAM}\n"
             else:
                 head, tail = f"<arg_key>{key}</arg_key>{line}<arg_value>", f"</arg_value>{line}"
             one = f"{literal(head)} {value} {literal(tail)}"
             pieces.append(one if key in required else f"( {one} )?")
+            optional += [] if key in required else [one]
+        if kind == DSML_V4_ARGS and len(optional) == len(pieces):
+            # V4 writes a blank line in a call without arguments: some of them, or that line.
+            blank = literal("\n")
+            return [f"( {self.some(optional)} | {blank} )" if optional else blank]
         return pieces
+
+    def some(self, ones: list[str]) -> str:
+        """At least one of ``ones``, in their order, each at most once: a rule per position
+        (``-k``: at least one of ``ones[k:]``; ``-any-k``: any of them)."""
+        name = f"{RULE}-some-{len(self.lines)}"
+        for k, one in enumerate(ones):
+            if k + 1 < len(ones):
+                self.lines.append(f"{name}-{k} ::= {one} {name}-any-{k + 1} | {name}-{k + 1}")
+            else:
+                self.lines.append(f"{name}-{k} ::= {one}")
+            if k > 0:
+                rest = f" {name}-any-{k + 1}" if k + 1 < len(ones) else ""
+                self.lines.append(f"{name}-any-{k} ::= ( {one} )?{rest}")
+        return f"{name}-0"
 
     def bare(self, schema: Mapping[str, Any], end: str) -> str:
         """A string parameter's value as bare text, as the parser reads it back."""

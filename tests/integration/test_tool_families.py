@@ -52,6 +52,8 @@ FAMILIES = {
     "deepseek_v3_1": "deepseek-ai-DeepSeek-V3.1.jinja",
     # R1's template leaves the prompt inside <think>: the forced call closes it first.
     "deepseek_r1": "llama-cpp-deepseek-r1.jinja",
+    "deepseek_v3_2": "deepseek-ai-DeepSeek-V3.2.jinja",
+    "deepseek_v4": "deepseek-ai-DeepSeek-V4.jinja",
     "granite": "ibm-granite-granite-3.3-2B-Instruct.jinja",
     "glm": "GLM-4.6.jinja",
     "command_r": "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja",
@@ -167,18 +169,28 @@ RICH: dict[str, Any] = {
     "required": ["city", "note"],
     "$defs": {"tag": {"type": "string"}},
 }
+# No parameter required (DeepSeek V4 then forces some of them or its blank line).
+OPTIONAL: dict[str, Any] = {
+    "type": "object",
+    "properties": {"path": {"type": "string"}, "depth": {"type": "integer"}},
+}
 
 
 def test_every_forced_syntax_is_a_grammar_llama_cpp_takes(tiny_gguf: Path) -> None:
     """Each family's forced grammar, over tools with every kind of parameter (bare text,
-    patterns, formats, definitions), parses in llama.cpp's grammar sampler."""
+    patterns, formats, definitions) and one with none required, parses in llama.cpp's
+    grammar sampler."""
     model = LlamaModel(tiny_gguf)
     try:
         for family in FAMILY_LIST:
             for syntax in family.forced:
                 chosen = toolformats.family(family.name, syntax.name)
                 forced = tool_call_grammar(
-                    [("get_weather", RICH, "tools[0]"), ("get_time", None, "tools[1]")],
+                    [
+                        ("get_weather", RICH, "tools[0]"),
+                        ("get_time", None, "tools[1]"),
+                        ("list_files", OPTIONAL, "tools[2]"),
+                    ],
                     parallel=True,
                     family=chosen,
                     prompt="<think>" if chosen.reasoning_open else "",

@@ -29,6 +29,17 @@ TOOLS: dict[str, Any] = {
 CALL = [("special_function", {"arg1": 1})]
 THOUGHTS = "I'm\nthinking"
 HELLO = "Hello, world!\nWhat's up?"
+# DeepSeek V3.2's and V4's DSML markup, as their templates write calls into history.
+DSML = "｜DSML｜"
+DSML_CALL = (
+    f'<{DSML}invoke name="special_function">\n'
+    f'<{DSML}parameter name="arg1" string="false">1</{DSML}parameter>\n</{DSML}invoke>\n'
+)
+DSML_TIME = (
+    f'<{DSML}invoke name="get_time">\n'
+    f'<{DSML}parameter name="city" string="true">Paris, "FR" <1></{DSML}parameter>\n'
+    f"</{DSML}invoke>\n"
+)
 
 # family, output, expected content, expected reasoning, expected calls, prompt
 CASES: list[tuple[str, str, str, str, list[tuple[str, Any]], str]] = [
@@ -149,6 +160,32 @@ CASES: list[tuple[str, str, str, str, list[tuple[str, Any]], str]] = [
         CALL,
         "",
     ),
+    (
+        "deepseek_dsml",
+        f"Let me check.\n\n<{DSML}function_calls>\n{DSML_CALL}{DSML_TIME}</{DSML}function_calls>",
+        "Let me check.",
+        "",
+        [*CALL, ("get_time", {"city": 'Paris, "FR" <1>'})],
+        "",
+    ),
+    (
+        "deepseek_dsml",
+        f"{THOUGHTS}</think>\n\n<{DSML}tool_calls>\n{DSML_CALL}</{DSML}tool_calls>",
+        "",
+        THOUGHTS,
+        CALL,
+        "<｜User｜>Hi<｜Assistant｜><think>",
+    ),
+    (
+        "deepseek_dsml",
+        f'<{DSML}tool_calls>\n<{DSML}invoke name="get_time">\n\n</{DSML}invoke>\n'
+        f"</{DSML}tool_calls>",
+        "",
+        "",
+        [("get_time", {})],
+        "<｜User｜>Hi<｜Assistant｜></think>",
+    ),
+    ("deepseek_dsml", f"{THOUGHTS}</think>{HELLO}", HELLO, THOUGHTS, [], "<｜Assistant｜><think>"),
     (
         "harmony",
         f"<|channel|>analysis<|message|>{THOUGHTS}<|end|><|start|>assistant<|channel|>final"
@@ -313,6 +350,11 @@ def test_arguments_stream_as_they_are_generated() -> None:
         ("mistral", '[TOOL_CALLS]get_time[ARGS]{"city": "Par'),
         ("qwen3_coder", "<tool_call>\n<function=get_time>\n<parameter=city>\nPar"),
         (
+            "deepseek_dsml",
+            f'\n\n<{DSML}tool_calls>\n<{DSML}invoke name="get_time">\n'
+            f'<{DSML}parameter name="city" string="true">Par',
+        ),
+        (
             "kimi",
             '<|tool_call_begin|>functions.get_time:0<|tool_call_argument_begin|>{"city": "Par',
         ),
@@ -406,9 +448,123 @@ def test_any_cutting_of_any_family_output_streams_like_the_whole(data: st.DataOb
             "command_r",
             '<|START_ACTION|>[{"tool_name": "get_time", "parameters": {}}]<|END_ACT',
         ),
+        (
+            "deepseek_dsml",
+            f'<{DSML}tool_calls>\n<{DSML}invoke name="get_time">\n\n</{DSML}invoke>\n</{DSML}too',
+        ),
+        (
+            "deepseek_dsml",
+            f'<{DSML}function_calls>\n<{DSML}invoke name="get_time">\n</{DSML}invoke>\n'
+            f"</{DSML}function_calls>\n\n<{DSML}funct",
+        ),
     ],
 )
 def test_a_closing_marker_cut_short_is_dropped(name: str, text: str) -> None:
     """max_tokens cutting a section's closing marker leaves the call and no content."""
     content, _, calls, _ = assemble(run_stream(name, text, "", 5))
     assert (content, [n for n, _ in calls]) == ("", ["get_time"])
+
+
+# DeepSeek V3.2 in thinking mode, token by token: what each token makes the parser emit.
+DSML_TOKENS: list[tuple[str, list[Any]]] = [
+    ("Need", [Reasoning("Need")]),
+    (" weather", [Reasoning(" weather")]),
+    ("</think>", []),
+    ("Checking", [Content("Checking")]),
+    (".", [Content(".")]),
+    ("\n\n", []),
+    ("<", []),
+    (DSML, []),
+    ("function_calls", []),
+    (">", []),
+    ("\n<", []),
+    (DSML, []),
+    ("invoke", []),
+    (' name="get', []),
+    ("_time", []),
+    ('">', [CallStart(0, "get_time"), CallArguments(0, "{")]),
+    ("\n<", []),
+    (DSML, []),
+    ('parameter name="city" string="true">', []),
+    ("Paris", []),
+    ("</", []),
+    (DSML, []),
+    ("parameter", []),
+    (">", [CallArguments(0, '"city": "Paris"')]),
+    ("\n<", []),
+    (DSML, []),
+    ('parameter name="days" string="false">', []),
+    ("3", []),
+    ("</", []),
+    (DSML, []),
+    ("parameter>\n", [CallArguments(0, ', "days": 3')]),
+    ("</", []),
+    (DSML, []),
+    ("invoke>\n", [CallArguments(0, "}"), CallEnd(0, True)]),
+    ("</", []),
+    (DSML, []),
+    ("function_calls>", []),
+]
+
+
+def test_dsml_streams_reasoning_content_and_each_parameter_as_it_closes() -> None:
+    """Fed the tokens of a DeepSeek V3.2 answer (the prompt opened <think>), the parser emits
+    the reasoning, the content without the blank line before the calls, the call's name as
+    soon as it is read, and its arguments one parameter at a time; markup never."""
+    parser = stream_parser(
+        family("deepseek_dsml"), TOOLS, prompt="<｜User｜>Time?<｜Assistant｜><think>"
+    )
+    for token, expected in DSML_TOKENS:
+        assert parser.feed(token) == expected, token
+    assert parser.finish() == []
+
+
+@pytest.mark.parametrize(
+    ("attribute", "raw", "value"),
+    [
+        ('string="true"', "123", "123"),
+        ('string="true"', " spaced\n", " spaced\n"),
+        ('string="false"', "123", 123),
+        ('string="false"', '{"a": [1, true]}', {"a": [1, True]}),
+        ('string="false"', "{oops", "{oops"),
+        ('string="false"', "NaN", "NaN"),
+        ("", "7", 7),
+    ],
+)
+def test_dsml_values_are_typed_by_their_string_attribute(
+    attribute: str, raw: str, value: Any
+) -> None:
+    """string="true": the raw text; "false": JSON, or the raw text where it is not JSON (never
+    an error); no attribute: typed by the tool's schema."""
+    text = (
+        f'<{DSML}tool_calls>\n<{DSML}invoke name="special_function">\n'
+        f'<{DSML}parameter name="arg1" {attribute}>{raw}</{DSML}parameter>\n</{DSML}invoke>\n'
+        f"</{DSML}tool_calls>"
+    )
+    _, _, calls, ends = assemble(run_stream("deepseek_dsml", text, "", 2))
+    assert [(n, json.loads(a)) for n, a in calls] == [("special_function", {"arg1": value})]
+    assert ends == [True]
+
+
+def test_dsml_calls_begun_inside_the_reasoning_end_it() -> None:
+    """A DSML block written before </think> is calls, not reasoning (as llama.cpp reads it)."""
+    text = f"{THOUGHTS}\n\n<{DSML}function_calls>\n{DSML_CALL}</{DSML}function_calls>"
+    content, reasoning, calls, _ = assemble(
+        run_stream("deepseek_dsml", text, "<｜Assistant｜><think>", 3)
+    )
+    assert (content, reasoning, [(n, json.loads(a)) for n, a in calls]) == ("", THOUGHTS, CALL)
+
+
+def test_deepseek_v3_2_and_v4_templates_are_read_as_dsml() -> None:
+    """The DSML token in a template picks the DSML family (not DeepSeek V3.1's)."""
+    assert recognise("{%- set dsml_token = '｜DSML｜' -%}<｜Assistant｜>").name == "deepseek_dsml"
+
+
+def test_dsml_call_without_a_readable_name_is_dropped() -> None:
+    """An invoke with no name attribute is dropped whole; the calls after it are read."""
+    text = (
+        f'<{DSML}function_calls>\n<{DSML}invoke>\n<{DSML}parameter name="x" string="true">1'
+        f"</{DSML}parameter>\n</{DSML}invoke>\n{DSML_CALL}</{DSML}function_calls>"
+    )
+    content, _, calls, _ = assemble(run_stream("deepseek_dsml", text, "", 4))
+    assert (content, [(n, json.loads(a)) for n, a in calls]) == ("", CALL)

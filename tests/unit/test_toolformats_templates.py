@@ -28,6 +28,9 @@ FAMILY_TEMPLATES = [
     ("mistral", "mistralai-Ministral-3-14B-Reasoning-2512.jinja"),
     ("deepseek", "deepseek-ai-DeepSeek-V3.1.jinja"),
     ("deepseek", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"),
+    ("deepseek_dsml", "deepseek-ai-DeepSeek-V3.2.jinja"),
+    ("deepseek_dsml", "deepseek-ai-DeepSeek-V4.jinja"),
+    ("deepseek_dsml", "deepseek-ai-DeepSeek-V4-Flash-0731.jinja"),
     ("harmony", "openai-gpt-oss-120b.jinja"),
     ("glm", "GLM-4.6.jinja"),
     ("kimi", "moonshotai-Kimi-K2.jinja"),
@@ -149,6 +152,45 @@ def test_kimi_k2_renders_calls_and_results(name: str) -> None:
         "<|tool_calls_section_end|>"
     ) in prompt
     assert "## Return of functions.get_weather:0\nSleet, 2 degrees" in prompt
+
+
+DSML = "｜DSML｜"
+DSML_PARAM = f'<{DSML}parameter name="city" string="true">Reykjavik</{DSML}parameter>\n'
+
+
+@pytest.mark.parametrize(
+    ("name", "written"),
+    [
+        (
+            "deepseek-ai-DeepSeek-V3.2.jinja",
+            f'<｜Assistant｜></think>\n\n<{DSML}function_calls>\n<{DSML}invoke name="get_weather">'
+            f"\n{DSML_PARAM}</{DSML}invoke>\n</{DSML}function_calls><｜end▁of▁sentence｜>\n\n"
+            "<function_results>\n<result>Sleet, 2 degrees</result>\n</function_results>\n\n"
+            "<think></think>",
+        ),
+        (
+            "deepseek-ai-DeepSeek-V4.jinja",
+            f'<｜Assistant｜></think>\n\n<{DSML}tool_calls>\n<{DSML}invoke name="get_weather">\n'
+            f"{DSML_PARAM}</{DSML}invoke>\n</{DSML}tool_calls><｜end▁of▁sentence｜><｜User｜>"
+            "<tool_result>Sleet, 2 degrees</tool_result><｜Assistant｜></think>",
+        ),
+        (
+            "deepseek-ai-DeepSeek-V4-Flash-0731.jinja",
+            f'<｜Assistant｜></think>\n\n<{DSML}tool_calls>\n<{DSML}invoke name="get_weather">\n'
+            f"{DSML_PARAM}</{DSML}invoke>\n</{DSML}tool_calls><｜end▁of▁sentence｜><｜User｜>"
+            "<tool_result>Sleet, 2 degrees</tool_result><｜Assistant｜></think>",
+        ),
+    ],
+)
+@pytest.mark.parametrize("arguments", ["object", "text"])
+def test_deepseek_dsml_templates_render_calls_and_results(
+    name: str, written: str, arguments: str
+) -> None:
+    """DeepSeek V3.2 and V4 write the call in DSML (the arguments walked as an object, even
+    given as JSON text), then the result, and leave the prompt after the closed reasoning."""
+    value = {"city": "Reykjavik"} if arguments == "object" else '{"city": "Reykjavik"}'
+    prompt = render((TEMPLATES / name).read_text(), with_arguments(value))
+    assert prompt.endswith("Weather in Reykjavik?" + written)
 
 
 def test_functionary_v3_2_takes_the_arguments_as_text() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ from llmserve.prompt.toolformats import (
     Content,
     Reasoning,
     deepseek,
+    deepseek_dsml,
 )
 from llmserve.prompt.toolformats.registry import FAMILIES
-from llmserve.prompt.toolgrammar import text_without, tool_call_grammar
+from llmserve.prompt.toolgrammar import reasoning_closed, text_without, tool_call_grammar
 from tests.support.gbnf import Grammar
 
 TEMPLATES = Path(__file__).parents[1] / "data" / "templates"
@@ -39,6 +41,8 @@ SYNTAX_TEMPLATES: dict[str, str | None] = {
     "mistral_args": "unsloth-mistral-Devstral-Small-2507.jinja",
     "deepseek_v3_1": "deepseek-ai-DeepSeek-V3.1.jinja",
     "deepseek_r1": "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+    "deepseek_v3_2": "deepseek-ai-DeepSeek-V3.2.jinja",
+    "deepseek_v4": "deepseek-ai-DeepSeek-V4.jinja",
     "harmony": "openai-gpt-oss-120b.jinja",
     "glm": "GLM-4.6.jinja",
     "glm_compact": "GLM-4.7-Flash.jinja",
@@ -169,10 +173,7 @@ def test_a_named_function_is_the_only_call_forced(syntax: str) -> None:
 
 def forced_text(family: toolformats.Family, prompt: str, call: dict[str, Any]) -> str:
     """``call`` as a forced output writes it: after closing the reasoning a prompt opened."""
-    text = toolformats.write_calls(family.syntax, [call])
-    if family.reasoning_open and prompt.rstrip().endswith(family.reasoning_open):
-        return f"{family.reasoning_close}\n\n{text}"
-    return text
+    return reasoning_closed(family, prompt) + toolformats.write_calls(family.syntax, [call])
 
 
 CALL = {
@@ -285,3 +286,78 @@ def test_a_call_cut_in_its_arguments_is_a_call_and_leaks_no_markup(syntax: str) 
             out = read(family, prompt, output)
             assert (out["content"], out["reasoning"]) == ("", ""), output
             assert [c["name"] for c in out["calls"]] == ["get_weather"], output
+
+
+JSON_VALUE = re.compile(f'(string="false">)(.*?)({re.escape(deepseek_dsml.END_PARAM)})', re.S)
+# Parameters all optional, of the kinds the DSML templates write each way.
+OPTIONAL: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "path": {"type": "string"},
+        "depth": {"type": "integer"},
+        "mode": {"enum": ["fast", "full"]},
+        "flags": {"type": "array", "items": {"type": "boolean"}, "maxItems": 2},
+    },
+}
+
+
+@pytest.mark.parametrize("syntax", ["deepseek_v3_2", "deepseek_v4"])
+def test_dsml_forced_output_is_exactly_what_the_template_writes_for_that_call(
+    syntax: str,
+) -> None:
+    """DeepSeek V3.2 / V4: every forced output, read back, is written again to the same text
+    by the template itself (its own history rendering; JSON values up to the spaces the JSON
+    grammar allows): strings bare with string="true", other values JSON with string="false",
+    V4's blank line in a call without arguments."""
+    family, prompt = family_and_prompt(syntax)
+    chat = template(syntax)
+    schemas = {"list_files": OPTIONAL, "get_time": None}
+    forced = tool_call_grammar(
+        [(n, s, f"tools[{i}]") for i, (n, s) in enumerate(schemas.items())],
+        parallel=True,
+        family=family,
+        prompt=prompt,
+    )
+    grammar = Grammar(compile_grammar(forced).text)
+    rng = random.Random(11)
+    blank = 0
+    for _ in range(40):
+        text = grammar.sample(rng)
+        parser = toolformats.stream_parser(family, schemas, prompt=prompt)
+        parser.feed(text)
+        calls = [
+            {"id": f"call{i}", "type": "function",
+             "function": {"name": c.name, "arguments": json.loads(c.arguments)}}
+            for i, c in enumerate(parser.whole().calls)
+        ]  # fmt: skip
+        history = [{"role": "user", "content": "Files?"}]
+        history.append({"role": "assistant", "content": "", "tool_calls": calls})
+        rendered = chat.render(history, tools=TOOLS, add_generation_prompt=False)
+        compact = JSON_VALUE.sub(
+            lambda m: m[1] + json.dumps(json.loads(m[2]), ensure_ascii=False) + m[3], text
+        )
+        assert f"<｜Assistant｜></think>{compact}<｜end▁of▁sentence｜>" in rendered, text
+        blank += f'">\n\n{deepseek_dsml.END_INVOKE[:2]}' in text
+    assert blank > 0 if syntax == "deepseek_v4" else blank == 0
+
+
+def test_dsml_prompt_left_thinking_gets_the_reasoning_closed_then_the_block() -> None:
+    """DeepSeek V3.2 thinking (the prompt ends with <think>): the forced output closes the
+    reasoning and opens the block on the blank line the template writes after it."""
+    chat = template("deepseek_v3_2")
+    prompt = chat.render(
+        [{"role": "user", "content": "Weather?"}],
+        tools=TOOLS,
+        variables={"enable_thinking": True},
+    )
+    assert prompt.endswith("<｜Assistant｜><think>")
+    family = toolformats.family(chat.tool_format, chat.tool_syntax)
+    output = grammar_of(family, ["get_time"], False, prompt).sample(random.Random(1))
+    assert output == (
+        f"</think>\n\n{deepseek_dsml.V3_2_BLOCK}\n"
+        f'{deepseek_dsml.INVOKE} name="get_time">\n{deepseek_dsml.END_INVOKE}\n'
+        f"{deepseek_dsml.closing(deepseek_dsml.V3_2_BLOCK)}"
+    )
+    out = read(family, prompt, output)
+    assert (out["reasoning"], out["content"]) == ("", "")
+    assert [(c["name"], c["arguments"]) for c in out["calls"]] == [("get_time", "{}")]

@@ -31,6 +31,8 @@ from llmserve.prompt.toolformats.events import (
 )
 from llmserve.prompt.toolformats.family import (
     ARGUMENTS,
+    DSML_ARGS,
+    DSML_V4_ARGS,
     GLM_ARGS,
     GLM_COMPACT_ARGS,
     ID,
@@ -53,6 +55,8 @@ from llmserve.prompt.toolformats.writing import write_calls
 
 __all__ = [
     "ARGUMENTS",
+    "DSML_ARGS",
+    "DSML_V4_ARGS",
     "GLM_ARGS",
     "GLM_COMPACT_ARGS",
     "ID",

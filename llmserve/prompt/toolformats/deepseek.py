@@ -1,7 +1,7 @@
-"""DeepSeek V3 / R1 / V3.1+: ``<think>`` reasoning (R1 templates open it in the prompt), then
+"""DeepSeek V3 / R1 / V3.1: ``<think>`` reasoning (R1 templates open it in the prompt), then
 ``<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{...}<｜tool▁call▁end｜>
-<｜tool▁calls▁end｜>`` (V3.1+), or per call ``function<｜tool▁sep｜>NAME\\n```json\\n{...}\\n```
-`` (V3, R1)."""
+<｜tool▁calls▁end｜>`` (V3.1), or per call ``function<｜tool▁sep｜>NAME\\n```json\\n{...}\\n```
+`` (V3, R1). V3.2 and V4 write DSML markup: ``deepseek_dsml``."""
 
 from __future__ import annotations
 
@@ -59,11 +59,11 @@ def read(
 
 FAMILY = Family(
     name="deepseek",
-    title="DeepSeek V3, V3.1, V3.2, R1 and its distills",
+    title="DeepSeek V3, V3.1, R1 and its distills",
     recognise=lambda t: "tool▁call" in t or "<｜Assistant｜>" in t,
     parse=Section(openers=(CALLS_BEGIN, CALL_BEGIN), read=read, reasoning=("<think>", "</think>")),
     forced=(
-        # V3.1 and later: the name, then the arguments.
+        # V3.1: the name, then the arguments.
         Forced(
             name="deepseek_v3_1",
             open=CALLS_BEGIN,

@@ -18,6 +18,11 @@ JSON_ARGS = "json"  # one JSON object
 XML_ARGS = "xml"  # Qwen3-Coder: <parameter=KEY>\nVALUE\n</parameter>\n per argument
 GLM_ARGS = "glm"  # GLM 4.5, 4.6: <arg_key>KEY</arg_key>\n<arg_value>VALUE</arg_value>\n
 GLM_COMPACT_ARGS = "glm_compact"  # GLM 4.7: the same without the newlines
+# DeepSeek V3.2: a DSML parameter tag per argument, name="KEY" string="true|false", then
+# VALUE (string="true": the bare string; "false": JSON), its closing tag and a newline
+# (deepseek_dsml.param_open); V4 the same, and a call without arguments holds a blank line.
+DSML_ARGS = "dsml"
+DSML_V4_ARGS = "dsml_v4"
 
 
 @frozen

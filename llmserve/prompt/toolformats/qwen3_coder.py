@@ -8,8 +8,8 @@ import json
 
 from llmserve.prompt.toolformats.events import Call
 from llmserve.prompt.toolformats.family import XML_ARGS, Family, Forced
-from llmserve.prompt.toolformats.scan import Context, Section, could_begin, held, skip_space
-from llmserve.prompt.toolformats.xmlargs import arguments, value_json
+from llmserve.prompt.toolformats.scan import Context, Section, could_begin, skip_space
+from llmserve.prompt.toolformats.xmlargs import tagged_call, value_json
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 FUNCTION, END_FUNCTION = "<function=", "</function>"
@@ -48,27 +48,12 @@ def _function(text: str, pos: int, final: bool, ctx: Context) -> tuple[Call | No
     if gt < 0:
         return None, None
     name = text[pos:gt].strip()
-    pos = gt + 1
-    pairs: list[str] = []
-    while True:
-        pos = skip_space(text, pos)
-        if text.startswith(END_FUNCTION, pos):
-            return Call(name, arguments(pairs, True)), pos + len(END_FUNCTION)
-        if text.startswith(PARAM, pos):
-            gt = text.find(">", pos)
-            end = text.find(END_PARAM, gt) if gt >= 0 else -1
-            if end < 0:
-                return Call(name, arguments(pairs, False), False), None
-            key = text[pos + len(PARAM) : gt].strip()
-            pairs.append(f"{json.dumps(key)}: {value_json(ctx, name, key, text[gt + 1 : end])}")
-            pos = end + len(END_PARAM)
-            continue
-        if pos >= len(text) or (not final and held(text, (END_FUNCTION, PARAM), pos)):
-            return Call(name, arguments(pairs, False), False), None
-        if held(text, (END_FUNCTION, PARAM), pos) == len(text) - pos:
-            return Call(name, arguments(pairs, False), False), len(text)  # its markup cut short
-        # Anything else ends the function: the call is as complete as it got.
-        return Call(name, arguments(pairs, True)), pos
+
+    def pair(head: str, raw: str) -> str:
+        key = head.strip()
+        return f"{json.dumps(key)}: {value_json(ctx, name, key, raw)}"
+
+    return tagged_call(text, gt + 1, final, name, (END_FUNCTION, PARAM, END_PARAM), pair)
 
 
 PARSE = Section(openers=(OPEN, FUNCTION), read=read, reasoning=("<think>", "</think>"))

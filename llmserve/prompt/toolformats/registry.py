@@ -10,6 +10,7 @@ import attrs
 from llmserve.prompt.toolformats import (
     command_r,
     deepseek,
+    deepseek_dsml,
     functionary,
     glm,
     granite,
@@ -26,11 +27,13 @@ from llmserve.prompt.toolformats.family import Family
 from llmserve.prompt.toolformats.scan import Context, StreamParser
 
 # Order matters: templates of several families share markers (Qwen3-Coder's also has
-# <tool_call>, GLM's too; Functionary v3.1's has <|python_tag|>).
+# <tool_call>, GLM's too; Functionary v3.1's has <|python_tag|>; DeepSeek V3.2's and V4's
+# have V3.1's assistant marker).
 FAMILIES: tuple[Family, ...] = (
     harmony.FAMILY,
     command_r.FAMILY,
     kimi.FAMILY,
+    deepseek_dsml.FAMILY,
     deepseek.FAMILY,
     mistral.FAMILY,
     qwen3_coder.FAMILY,

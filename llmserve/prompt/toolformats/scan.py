@@ -102,10 +102,11 @@ def json_end(text: str, pos: int) -> int | None:
 
 
 def split_reasoning(
-    text: str, final: bool, ctx: Context, open_: str, close: str
+    text: str, final: bool, ctx: Context, open_: str, close: str, ends: Sequence[str] = ()
 ) -> tuple[str, int | None]:
     """The reasoning at the start of the output and where the rest starts (None: the output is
-    all reasoning so far, or a partial ``open_`` held back)."""
+    all reasoning so far, or a partial ``open_`` held back). ``ends``: markup that ends the
+    reasoning unclosed and starts the rest (calls begun inside it)."""
     start = skip_space(text, 0)
     if text.startswith(open_, start):
         start += len(open_)
@@ -117,10 +118,12 @@ def split_reasoning(
         return "", 0
     else:
         start = 0
-    end = text.find(close, start)
+    end, marker = find_first(text, (close, *ends), start)
     if end < 0:
-        keep = len(text) if final else len(text) - held(text, (close,), start)
+        keep = len(text) if final else len(text) - held(text, (close, *ends), start)
         return text[start:keep].lstrip(), None
+    if marker != close:
+        return text[start:end].strip(), end
     # The answer starts after the blank lines that follow the reasoning (as llama.cpp's).
     return text[start:end].strip(), skip_space(text, end + len(close))
 
@@ -242,12 +245,15 @@ class Section:
     ``openers``: markers that begin a section; ``read(text, at, opener, final, ctx)`` reads the
     calls from the opener on and says where the section ends. ``drop``: markup removed from
     content wherever it is. ``bare_json``: an output that is one JSON call object of a declared
-    tool is a call (Llama 3, Hermes). ``reasoning``: open and close tags.
+    tool is a call (Llama 3, Hermes). ``reasoning``: open and close tags; ``reasoning_ends``:
+    markup that also ends the reasoning when calls are parsed (DeepSeek DSML calls begun inside
+    it, as llama.cpp reads them).
     """
 
     openers: tuple[str, ...]
     read: Callable[[str, int, str, bool, Context], tuple[list[Call], int | None]]
     reasoning: tuple[str, str] | None = None
+    reasoning_ends: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
     bare_json: bool = False
     name_keys: tuple[str, ...] = ("name",)
@@ -256,7 +262,8 @@ class Section:
     def __call__(self, text: str, final: bool, ctx: Context) -> Snapshot:
         reasoning, pos = "", 0
         if self.reasoning is not None:
-            reasoning, start = split_reasoning(text, final, ctx, *self.reasoning)
+            ends = self.reasoning_ends if ctx.calls else ()
+            reasoning, start = split_reasoning(text, final, ctx, *self.reasoning, ends=ends)
             if start is None:
                 return Snapshot(reasoning=reasoning)
             pos = start

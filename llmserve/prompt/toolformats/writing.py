@@ -9,8 +9,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from llmserve.prompt.toolformats.deepseek_dsml import END_PARAM, param_open
 from llmserve.prompt.toolformats.family import (
     ARGUMENTS,
+    DSML_ARGS,
+    DSML_V4_ARGS,
     GLM_ARGS,
     GLM_COMPACT_ARGS,
     ID,
@@ -59,18 +62,20 @@ def _call(syntax: Forced, call: Mapping[str, Any], index: int) -> str:
 
 
 def _arguments(kind: str, arguments: Any) -> str:
-    if kind not in (XML_ARGS, GLM_ARGS, GLM_COMPACT_ARGS):
+    if kind not in (XML_ARGS, GLM_ARGS, GLM_COMPACT_ARGS, DSML_ARGS, DSML_V4_ARGS):
         return (
             arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
         )
-    if not isinstance(arguments, Mapping):
-        return ""  # no parameters to write
+    if not isinstance(arguments, Mapping) or not arguments:
+        return "\n" if kind == DSML_V4_ARGS else ""  # no parameters to write
     line = "" if kind == GLM_COMPACT_ARGS else "\n"
     out = []
     for key, value in arguments.items():
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         if kind == XML_ARGS:
             out.append(f"<parameter={key}>\n{text}\n</parameter>\n")
+        elif kind in (DSML_ARGS, DSML_V4_ARGS):
+            out.append(f"{param_open(key, isinstance(value, str))}{text}{END_PARAM}\n")
         else:
             out.append(f"<arg_key>{key}</arg_key>{line}<arg_value>{text}</arg_value>{line}")
     return "".join(out)
