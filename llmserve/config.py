@@ -39,6 +39,7 @@ ToolFormat = Literal[
     "harmony",
     "hermes",
     "kimi",
+    "lfm2",
     "llama3",
     "mistral",
     "phi",

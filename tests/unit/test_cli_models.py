@@ -175,14 +175,21 @@ def test_pull_with_pattern_twice_is_a_usage_error(capsys: pytest.CaptureFixture[
     assert "give the pattern once" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("template_name", "family"),
+    [
+        ("Qwen3-Coder.jinja", "qwen3_coder"),
+        ("LFM2.5-8B-A1B.jinja", "lfm2"),
+    ],
+)
 def test_models_show_prints_the_recognised_tool_call_family(
-    models_dir: Path, capsys: pytest.CaptureFixture[str]
+    models_dir: Path, capsys: pytest.CaptureFixture[str], template_name: str, family: str
 ) -> None:
     """show reads the chat template from the GGUF header and names its tool-call family."""
-    template = (Path(__file__).parents[1] / "data/templates/Qwen3-Coder.jinja").read_text()
+    template = (Path(__file__).parents[1] / "data/templates" / template_name).read_text()
     models_dir.mkdir(parents=True, exist_ok=True)
     build_tiny_gguf(models_dir / "coder.gguf", chat_template=template)
     assert main(["models", "show", "coder"]) == 0
-    assert "tool calls:     qwen3_coder" in capsys.readouterr().out
+    assert f"tool calls:     {family}" in capsys.readouterr().out
     assert main(["models", "show", "coder", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["tool_format"] == "qwen3_coder"
+    assert json.loads(capsys.readouterr().out)["tool_format"] == family

@@ -18,6 +18,7 @@ JSON_ARGS = "json"  # one JSON object
 XML_ARGS = "xml"  # Qwen3-Coder: <parameter=KEY>\nVALUE\n</parameter>\n per argument
 GLM_ARGS = "glm"  # GLM 4.5, 4.6: <arg_key>KEY</arg_key>\n<arg_value>VALUE</arg_value>\n
 GLM_COMPACT_ARGS = "glm_compact"  # GLM 4.7: the same without the newlines
+PY_ARGS = "python"  # LFM2: KEY=VALUE, ... (Python keyword arguments, each value JSON)
 
 
 @frozen
