@@ -33,6 +33,7 @@ Speculative = Literal["off", "ngram", "draft"]
 ToolFormat = Literal[
     "command_r",
     "deepseek",
+    "firefunction",
     "functionary",
     "glm",
     "granite",

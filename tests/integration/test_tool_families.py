@@ -58,6 +58,7 @@ FAMILIES = {
     "functionary_v3_1": "meetkai-functionary-medium-v3.1.jinja",
     "functionary_v3_2": "meetkai-functionary-medium-v3.2.jinja",
     "lfm2": "LFM2.5-8B-A1B.jinja",
+    "firefunction": "fireworks-ai-llama-3-firefunction-v2.jinja",
 }
 
 

@@ -180,6 +180,7 @@ def test_pull_with_pattern_twice_is_a_usage_error(capsys: pytest.CaptureFixture[
     [
         ("Qwen3-Coder.jinja", "qwen3_coder"),
         ("LFM2.5-8B-A1B.jinja", "lfm2"),
+        ("fireworks-ai-llama-3-firefunction-v2.jinja", "firefunction"),
     ],
 )
 def test_models_show_prints_the_recognised_tool_call_family(

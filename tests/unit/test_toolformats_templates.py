@@ -38,6 +38,7 @@ FAMILY_TEMPLATES = [
     ("lfm2", "LFM2-8B-A1B.jinja"),
     ("lfm2", "LFM2.5-8B-A1B.jinja"),
     ("lfm2", "LFM2.5-Instruct.jinja"),
+    ("firefunction", "fireworks-ai-llama-3-firefunction-v2.jinja"),
 ]
 TOOLS: list[dict[str, Any]] = [
     {

@@ -10,6 +10,7 @@ import attrs
 from llmserve.prompt.toolformats import (
     command_r,
     deepseek,
+    firefunction,
     functionary,
     glm,
     granite,
@@ -40,6 +41,7 @@ FAMILIES: tuple[Family, ...] = (
     granite.FAMILY,
     phi.FAMILY,
     lfm2.FAMILY,
+    firefunction.FAMILY,
     qwen3.FAMILY,
     hermes.FAMILY,
     llama3.FAMILY,
