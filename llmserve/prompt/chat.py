@@ -407,6 +407,7 @@ class ChatTemplate:
             # The template gets a sealed copy: it can change neither the caller's messages and
             # tools (nor, say, a tool schema the grammar reads next) nor its own inputs.
             context: dict[str, Any] = {
+                **{name: sealed(value) for name, value in self._family_variables(tools).items()},
                 **{name: sealed(value) for name, value in self.defaults.items()},
                 **{name: sealed(value) for name, value in (variables or {}).items()},
                 "messages": sealed(messages),
@@ -440,6 +441,12 @@ class ChatTemplate:
         finally:
             BUDGET.reset(budget)
         return "".join(parts)
+
+    def _family_variables(self, tools: Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
+        """What the tool family's templates read besides the usual variables (FireFunction's
+        tools as JSON text), below the model's and the request's own."""
+        variables = toolformats.family(self.tool_format).variables
+        return variables(tools, self.clock()) if variables is not None else {}
 
     def _strftime_now(self, fmt: str) -> str:
         return self.clock().strftime(fmt)

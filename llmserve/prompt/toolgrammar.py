@@ -9,7 +9,8 @@ engine's JSON-schema converter (``SchemaRule``); arguments written one parameter
 (Qwen3-Coder's ``<parameter=...>``, GLM's ``<arg_value>``) follow the schema's properties in
 order, the required ones always, each value typed as the family's parser reads it back: a
 parameter the schema types ``string`` as bare text (its enum, pattern, format and length
-enforced), an enum of words too, any other as JSON.
+enforced), an enum of words too, any other as JSON; LFM2's keyword arguments (``KEY=VALUE``)
+follow them in the same order, each value JSON.
 
 A prompt that leaves the model inside its reasoning (a template ending with ``<think>``) gets
 that reasoning closed first, empty: the client asked for a call now.
@@ -18,6 +19,7 @@ that reasoning closed first, empty: the client asked for a call now.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,11 +36,13 @@ from llmserve.prompt.toolformats import (
     JSON_ARGS,
     NAME,
     OBJECT,
+    PY_ARGS,
     XML_ARGS,
     Family,
     Forced,
 )
 from llmserve.prompt.toolformats.deepseek_dsml import END_PARAM, param_open
+from llmserve.prompt.toolformats.pythonic import KEYWORD
 
 RULE = "llmserve"  # our rules' prefix (the converter's rules are named after ours, or primitives)
 # Bare text of a string parameter: no control characters but tab and newline, and no "<", so
@@ -189,6 +193,10 @@ class _Writer:
                 pieces.append(self.schema_rule(self.call_object(name, arguments)))
             elif text == ARGUMENTS and self.syntax.args == JSON_ARGS:
                 pieces.append(self.schema_rule(arguments))
+            elif text == ARGUMENTS and self.syntax.args == PY_ARGS:
+                pieces.append(
+                    self.keyword_arguments(f"{RULE}-call-{index}", name, arguments, param)
+                )
             elif text == ARGUMENTS:
                 pieces += self.tagged_arguments(name, arguments, parameters, param)
             else:
@@ -219,14 +227,9 @@ class _Writer:
         """One tagged value per parameter, in the schema's order; optional ones may be left
         out."""
         kind = self.syntax.args
-        if arguments == ANY:  # any arguments: none written
+        if not self.object_parameters(tool, arguments, param):
+            # Any arguments: none written (V4 writes a blank line in a call without any).
             return [literal("\n")] if kind == DSML_V4_ARGS else []
-        if arguments.get("type") != "object":
-            raise UnsupportedSchema(
-                f"Tool '{tool}': calls in the '{self.syntax.name}' syntax write one value per "
-                "parameter, so its parameters must be an object schema.",
-                param=param,
-            )
         declared = (original or {}).get("properties")
         declared = declared if isinstance(declared, Mapping) else {}
         required = set(arguments.get("required", ()))
@@ -270,6 +273,54 @@ class _Writer:
                 rest = f" {name}-any-{k + 1}" if k + 1 < len(ones) else ""
                 self.lines.append(f"{name}-any-{k} ::= ( {one} )?{rest}")
         return f"{name}-0"
+
+    def object_parameters(self, tool: str, arguments: dict[str, Any], param: str) -> bool:
+        """Whether the arguments have parameters to write one by one (False: any arguments);
+        a schema that is not an object's is a 400."""
+        if arguments == ANY:
+            return False
+        if arguments.get("type") != "object":
+            raise UnsupportedSchema(
+                f"Tool '{tool}': calls in the '{self.syntax.name}' syntax write one value per "
+                "parameter, so its parameters must be an object schema.",
+                param=param,
+            )
+        return True
+
+    def keyword_arguments(self, rule: str, tool: str, arguments: dict[str, Any], param: str) -> str:
+        """Python keyword arguments (LFM2), ``KEY=VALUE`` with ", " between: the schema's
+        properties in order, the required ones always, each value JSON valid against its
+        schema. Rules ``RULE-kwN``: the arguments from property N on with none written before
+        them, ``RULE-ktN``: the same after one written (each then led by ", ")."""
+        if not self.object_parameters(tool, arguments, param):
+            return literal("")  # any arguments: none written
+        defs = {k: v for k, v in arguments.items() if k in DEFS}
+        required = set(arguments.get("required", ()))
+        for key in arguments.get("properties", {}):
+            if not re.fullmatch(KEYWORD, key):
+                raise UnsupportedSchema(
+                    f"Tool '{tool}': parameter {key!r} cannot be a keyword argument in the "
+                    f"'{self.syntax.name}' syntax (no spaces, quotes, brackets, '=' or ',').",
+                    param=param,
+                )
+        items = [
+            (f"{literal(key + '=')} {self.schema_rule({**schema, **defs})}", key in required)
+            for key, schema in arguments.get("properties", {}).items()
+        ]
+        self.lines += [
+            f"{rule}-kw{len(items)} ::= {literal('')}",
+            f"{rule}-kt{len(items)} ::= {literal('')}",
+        ]
+        for n, (value, needed) in reversed(list(enumerate(items))):
+            after = f"{value} {rule}-kt{n + 1}"
+            first = after if needed else f"{after} | {rule}-kw{n + 1}"
+            later = (
+                f"{literal(', ')} {after}"
+                if needed
+                else f"( {literal(', ')} {value} )? {rule}-kt{n + 1}"
+            )
+            self.lines += [f"{rule}-kw{n} ::= {first}", f"{rule}-kt{n} ::= {later}"]
+        return f"{rule}-kw0"
 
     def bare(self, schema: Mapping[str, Any], end: str) -> str:
         """A string parameter's value as bare text, as the parser reads it back."""

@@ -176,16 +176,21 @@ def test_pull_with_pattern_twice_is_a_usage_error(capsys: pytest.CaptureFixture[
 
 
 @pytest.mark.parametrize(
-    ("template", "family"),
-    [("Qwen3-Coder.jinja", "qwen3_coder"), ("deepseek-ai-DeepSeek-V3.2.jinja", "deepseek_dsml")],
+    ("template_name", "family"),
+    [
+        ("Qwen3-Coder.jinja", "qwen3_coder"),
+        ("deepseek-ai-DeepSeek-V3.2.jinja", "deepseek_dsml"),
+        ("LFM2.5-8B-A1B.jinja", "lfm2"),
+        ("fireworks-ai-llama-3-firefunction-v2.jinja", "firefunction"),
+    ],
 )
 def test_models_show_prints_the_recognised_tool_call_family(
-    models_dir: Path, capsys: pytest.CaptureFixture[str], template: str, family: str
+    models_dir: Path, capsys: pytest.CaptureFixture[str], template_name: str, family: str
 ) -> None:
     """show reads the chat template from the GGUF header and names its tool-call family."""
-    text = (Path(__file__).parents[1] / "data/templates" / template).read_text()
+    template = (Path(__file__).parents[1] / "data/templates" / template_name).read_text()
     models_dir.mkdir(parents=True, exist_ok=True)
-    build_tiny_gguf(models_dir / "coder.gguf", chat_template=text)
+    build_tiny_gguf(models_dir / "coder.gguf", chat_template=template)
     assert main(["models", "show", "coder"]) == 0
     assert f"tool calls:     {family}" in capsys.readouterr().out
     assert main(["models", "show", "coder", "--json"]) == 0

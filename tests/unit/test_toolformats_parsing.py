@@ -21,6 +21,7 @@ from llmserve.prompt.toolformats import (
     recognise,
     stream_parser,
 )
+from tests.support.toolstream import assemble, feed
 
 TOOLS: dict[str, Any] = {
     "special_function": {"type": "object", "properties": {"arg1": {"type": "integer"}}},
@@ -278,28 +279,7 @@ CASES: list[tuple[str, str, str, str, list[tuple[str, Any]], str]] = [
 
 
 def run_stream(name: str, text: str, prompt: str, size: int) -> list[Any]:
-    parser = stream_parser(family(name), TOOLS, prompt=prompt)
-    events: list[Any] = []
-    for i in range(0, len(text), size):
-        events += parser.feed(text[i : i + size])
-    return events + parser.finish()
-
-
-def assemble(events: list[Any]) -> tuple[str, str, list[tuple[str, str]], list[bool]]:
-    content = "".join(e.text for e in events if isinstance(e, Content))
-    reasoning = "".join(e.text for e in events if isinstance(e, Reasoning))
-    calls: dict[int, list[str]] = {}
-    ends: list[bool] = []
-    for e in events:
-        if isinstance(e, CallStart):
-            assert e.index == len(calls), "calls start in order, once"
-            calls[e.index] = [e.name, ""]
-        elif isinstance(e, CallArguments):
-            assert e.index in calls, "arguments only after the call's start"
-            calls[e.index][1] += e.text
-        elif isinstance(e, CallEnd):
-            ends.append(e.complete)
-    return content, reasoning, [(n, a) for n, a in calls.values()], ends
+    return feed(stream_parser(family(name), TOOLS, prompt=prompt), text, size)
 
 
 @pytest.mark.parametrize("size", [1, 3, 7, 10_000])

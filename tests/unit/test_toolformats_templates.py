@@ -38,6 +38,10 @@ FAMILY_TEMPLATES = [
     ("command_r", "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja"),
     ("functionary", "meetkai-functionary-medium-v3.1.jinja"),
     ("functionary", "meetkai-functionary-medium-v3.2.jinja"),
+    ("lfm2", "LFM2-8B-A1B.jinja"),
+    ("lfm2", "LFM2.5-8B-A1B.jinja"),
+    ("lfm2", "LFM2.5-Instruct.jinja"),
+    ("firefunction", "fireworks-ai-llama-3-firefunction-v2.jinja"),
 ]
 TOOLS: list[dict[str, Any]] = [
     {

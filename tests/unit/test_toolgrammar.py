@@ -52,6 +52,8 @@ SYNTAX_TEMPLATES: dict[str, str | None] = {
     "command_r": "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja",
     "functionary_v3_1": "meetkai-functionary-medium-v3.1.jinja",
     "functionary_v3_2": "meetkai-functionary-medium-v3.2.jinja",
+    "lfm2": "LFM2.5-8B-A1B.jinja",
+    "firefunction": "fireworks-ai-llama-3-firefunction-v2.jinja",
     "phi": None,
 }
 WEATHER: dict[str, Any] = {

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 from attrs import frozen
 
@@ -23,6 +25,9 @@ GLM_COMPACT_ARGS = "glm_compact"  # GLM 4.7: the same without the newlines
 # (deepseek_dsml.param_open); V4 the same, and a call without arguments holds a blank line.
 DSML_ARGS = "dsml"
 DSML_V4_ARGS = "dsml_v4"
+PY_ARGS = "python"  # LFM2: KEY=VALUE, ... (Python keyword arguments, each value JSON)
+# The variables of a family's templates, from the request's tools and the time.
+TemplateVariables = Callable[[Sequence[Mapping[str, Any]] | None, datetime], dict[str, Any]]
 
 
 @frozen
@@ -79,6 +84,9 @@ class Family:
     special_always: bool = False
     # Its templates refuse other tool-call ids (Mistral's: 9 letters or digits).
     call_id_length: int | None = None
+    # Variables its templates read besides the usual ones (FireFunction's: the tools as JSON
+    # text in ``functions``).
+    variables: TemplateVariables | None = None
 
     @property
     def syntax(self) -> Forced:

@@ -5,13 +5,7 @@ from __future__ import annotations
 
 from llmserve.prompt.toolformats.events import Call
 from llmserve.prompt.toolformats.family import Family, Forced
-from llmserve.prompt.toolformats.scan import (
-    Context,
-    Section,
-    could_begin,
-    read_objects,
-    skip_space,
-)
+from llmserve.prompt.toolformats.scan import Context, Section, past_close, read_objects
 
 OPEN, CLOSE = "<|tool_call|>", "<|/tool_call|>"
 
@@ -20,14 +14,7 @@ def read(
     text: str, at: int, opener: str, final: bool, ctx: Context
 ) -> tuple[list[Call], int | None]:
     calls, end = read_objects(text, at + len(opener), final)
-    if end is None:
-        return calls, None
-    pos = skip_space(text, end)
-    if text.startswith(CLOSE, pos):
-        return calls, pos + len(CLOSE)
-    if could_begin(CLOSE, text[pos:]):  # its end marker arriving, or cut short: dropped at the end
-        return calls, (len(text) if final else None)
-    return calls, pos
+    return calls, (None if end is None else past_close(text, end, CLOSE, final))
 
 
 FAMILY = Family(

@@ -83,6 +83,18 @@ def could_begin(marker: str, rest: str) -> bool:
     return marker.startswith(rest.rstrip(CUT_CHAR))
 
 
+def past_close(text: str, pos: int, close: str, final: bool) -> int | None:
+    """Where a section ends whose calls end at ``pos``: after its ``close`` marker if that
+    follows (space between); at the end if it is still arriving (None) or was cut short
+    there (dropped); else at ``pos``, the marker left out."""
+    end = skip_space(text, pos)
+    if text.startswith(close, end):
+        return end + len(close)
+    if could_begin(close, text[end:]):
+        return len(text) if final else None
+    return end
+
+
 def find_first(text: str, markers: Sequence[str], pos: int) -> tuple[int, str]:
     """The earliest of ``markers`` in ``text`` from ``pos``: (index, marker), or (-1, "")."""
     best, which = -1, ""

@@ -20,6 +20,7 @@ from llmserve.prompt.toolformats.family import (
     INDEX,
     NAME,
     OBJECT,
+    PY_ARGS,
     XML_ARGS,
     Forced,
 )
@@ -62,6 +63,8 @@ def _call(syntax: Forced, call: Mapping[str, Any], index: int) -> str:
 
 
 def _arguments(kind: str, arguments: Any) -> str:
+    if kind == PY_ARGS and isinstance(arguments, Mapping):
+        return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items())
     if kind not in (XML_ARGS, GLM_ARGS, GLM_COMPACT_ARGS, DSML_ARGS, DSML_V4_ARGS):
         return (
             arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
