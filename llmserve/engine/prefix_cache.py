@@ -247,6 +247,11 @@ class PrefixCache:
                     break  # a shallower block cannot beat a usable deeper one
             return best
 
+    @staticmethod
+    def long_enough(tokens: Sequence[int]) -> bool:
+        """Whether a state of these tokens may be stored (shorter ones are not worth it)."""
+        return len(tokens) >= BLOCK
+
     def contains(self, tokens: Sequence[int]) -> bool:
         with self._lock:
             return tuple(tokens) in self._by_tokens
@@ -305,7 +310,7 @@ class PrefixCache:
 
     def _store(self, tokens: Sequence[int], pos_min: int, data: bytearray, kept: bool) -> bool:
         key_tokens = tuple(tokens)
-        if len(key_tokens) < BLOCK or len(data) > self._ram.budget:
+        if not self.long_enough(key_tokens) or len(data) > self._ram.budget:
             return False
         old = self._by_tokens.get(key_tokens)
         path = None

@@ -60,6 +60,14 @@ def test_entries_shorter_than_a_block_are_not_stored() -> None:
     assert not c.store(toks(0, BLOCK - 1), 0, state(10))
 
 
+def test_the_worker_can_tell_a_state_too_short_to_store_before_copying_it() -> None:
+    """The worker asks first: copying a state walks every KV cell, and at each finish of a
+    short request that copy was most of its cost beyond the decode (issue 19)."""
+    assert not PrefixCache.long_enough(toks(0, BLOCK - 1))
+    assert PrefixCache.long_enough(toks(0, BLOCK))
+    assert cache().store(toks(0, BLOCK), 0, state(10))
+
+
 def test_window_rule_refuses_cutting_back_past_the_window() -> None:
     """A sliding-window state serves a prompt only where its window covers the cut point."""
     c = cache(swa=SwaRule(512))
