@@ -12,6 +12,7 @@ uvicorn gives up on it. SIGINT (Ctrl+C) keeps uvicorn's behaviour.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import logging
 import signal
@@ -28,6 +29,15 @@ log = logging.getLogger("llmserve.http")  # the logger name is part of the log f
 
 # After the grace period's cut, how long requests get to send their 503 and close.
 CUT_WAIT_S = 2.0
+
+
+def settle_heap() -> None:
+    """Take what startup built (modules, routes, templates, the model's tables) out of the
+    cyclic collector's reach: otherwise every full collection walks all of it with the event loop
+    and the worker's Python held, 30-50 ms every few seconds under load (measured on the demo
+    model, 1-token completions at 8 connections): a tenth of a request's time, at random."""
+    gc.collect()
+    gc.freeze()
 
 
 @attrs.frozen
@@ -71,8 +81,11 @@ class DrainingServer(uvicorn.Server):
         *,
         grace_s: float,
         cut_wait_s: float = CUT_WAIT_S,
+        settle: Callable[[], None] = settle_heap,
     ) -> None:
+        """``settle``: called once, at the first tick that finds the model loaded."""
         super().__init__(config)
+        self.settle: Callable[[], None] | None = settle
         self.lifecycle = lifecycle
         self.grace_s = grace_s
         self.cut_wait_s = cut_wait_s
@@ -100,6 +113,9 @@ class DrainingServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         lifecycle = self.lifecycle
+        if lifecycle.phase is Phase.READY and self.settle is not None:
+            self.settle, settle = None, self.settle
+            settle()
         if lifecycle.phase is Phase.FAILED:
             self.should_exit = True
         elif self.drain_deadline is not None and not self.should_exit:

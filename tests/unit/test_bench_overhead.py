@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from perf import overhead
 from perf.overhead import (
     WrkResult,
     completion_script,
@@ -126,6 +127,28 @@ def test_overhead_rows_appear_in_the_table_when_the_workload_ran() -> None:
     assert "overhead.models.requests_per_s" in keys
     assert "overhead.completion.p99_ms" in keys
     assert not any(k.startswith("overhead.") for k in (r.key for r in rows_for(TableShape())))
+
+
+def test_completions_are_measured_after_a_discarded_warm_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh server's first requests are its cold start: wrk warms it up first, unmeasured."""
+    calls: list[tuple[str, float]] = []
+
+    def fake_wrk(
+        wrk: str, url: str, name: str, connections: int, seconds: float, script: object = None
+    ) -> WrkResult:
+        calls.append((name, seconds))
+        return parse_wrk(WRK_OUTPUT, name, connections)
+
+    monkeypatch.setattr(overhead, "run_wrk", fake_wrk)
+    monkeypatch.setattr(overhead, "route_exists", lambda url: True)
+    results = overhead.run_overhead("wrk", "http://127.0.0.1:1", "m", {}, 8.0, lambda line: None)
+    names = [name for name, _ in calls]
+    assert names[-2:] == ["warm-up", "POST /v1/completions (1 token)"]
+    assert calls[-2][1] == overhead.COMPLETION_WARMUP_S
+    assert "warm-up" not in [r.name for r in results]
+    assert results[-1].name == "POST /v1/completions (1 token)"
 
 
 def test_a_route_the_server_does_not_have_is_skipped_not_failed() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 
 import pytest
 import uvicorn
 
 from llmserve.api.lifecycle import Lifecycle, Phase
-from llmserve.api.server import DrainingServer
+from llmserve.api.server import DrainingServer, settle_heap
 from llmserve.engine.fake import FakeEngine
 
 
@@ -24,7 +25,35 @@ def fixture_lifecycle() -> Lifecycle:
 def server_for(
     lifecycle: Lifecycle, grace_s: float = 30.0, cut_wait_s: float = 2.0
 ) -> DrainingServer:
-    return DrainingServer(uvicorn.Config(_app), lifecycle, grace_s=grace_s, cut_wait_s=cut_wait_s)
+    return DrainingServer(
+        uvicorn.Config(_app),
+        lifecycle,
+        grace_s=grace_s,
+        cut_wait_s=cut_wait_s,
+        settle=lambda: None,  # freezing the test process's heap would outlive the test
+    )
+
+
+async def test_the_heap_is_settled_once_at_the_first_tick_after_the_load() -> None:
+    lifecycle = Lifecycle()
+    calls: list[int] = []
+    server = DrainingServer(
+        uvicorn.Config(_app), lifecycle, grace_s=30.0, settle=lambda: calls.append(1)
+    )
+    await server.on_tick(0)
+    assert calls == [], "nothing to settle while the model loads"
+    lifecycle.loaded()
+    await server.on_tick(1)
+    await server.on_tick(2)
+    assert calls == [1]
+
+
+def test_settling_the_heap_freezes_what_startup_built() -> None:
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 async def test_sigterm_drains_and_keeps_serving(lifecycle: Lifecycle) -> None:
