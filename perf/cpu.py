@@ -21,7 +21,9 @@ class CpuSample:
     wall: float
     machine_busy: float  # seconds of CPU used by everything, all cores
     server: float  # seconds of CPU used by the server's process tree
-    client: float  # seconds of CPU used by this process (the load generator)
+    # seconds of CPU used by the load generator: this process and the children it has waited
+    # for (wrk, run to its end inside the run: else its work counts as others' noise)
+    client: float
 
 
 def _tree_cpu(pid: int) -> float:
@@ -45,7 +47,7 @@ def sample(server_pid: int) -> CpuSample:
         wall=time.monotonic(),
         machine_busy=busy,
         server=_tree_cpu(server_pid),
-        client=own.user + own.system,
+        client=own.user + own.system + own.children_user + own.children_system,
     )
 
 
