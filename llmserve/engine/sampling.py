@@ -8,10 +8,12 @@ only, and the output is well-formed by construction.
 from __future__ import annotations
 
 import json
+import math
 import random
 from typing import Any
 
 import llama_cpp
+import numpy as np
 from attrs import frozen
 from llama_cpp.llama_grammar import SchemaConverter
 
@@ -135,6 +137,16 @@ class SamplerChain:
     ) -> None:
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self._chain = chain
+        self._n_vocab = n_vocab
+        # A chain of the greedy sampler alone is an argmax of the logits (see sample).
+        self._argmax = (
+            grammar is None
+            and not params.logit_bias
+            and params.repeat_penalty == 1.0
+            and params.frequency_penalty == 0.0
+            and params.presence_penalty == 0.0
+            and params.temperature <= 0.0
+        )
         add = llama_cpp.llama_sampler_chain_add
         if grammar is not None:
             constraint = llama_cpp.llama_sampler_init_grammar(
@@ -182,6 +194,18 @@ class SamplerChain:
         add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
 
     def sample(self, ctx: llama_cpp.llama_context_p, batch_index: int) -> int:
+        if self._argmax:
+            # llama_sampler_sample fills a (token, logit, p) record per vocabulary entry before
+            # the greedy sampler scans them: 0.33 ms a token on the demo model's 262k entries
+            # (0.7 under load, 13% of the worker at 16 streams) against 0.04 for numpy's
+            # argmax over the logits in place. Both take the first of equal maxima; a NaN, which
+            # they would treat differently, goes to the chain.
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(ctx, batch_index), shape=(self._n_vocab,)
+            )
+            token = int(logits.argmax())
+            if not math.isnan(logits[token]):
+                return token
         return int(llama_cpp.llama_sampler_sample(self._chain, ctx, batch_index))
 
     def close(self) -> None:

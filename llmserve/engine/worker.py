@@ -27,6 +27,7 @@ from typing import Any
 
 import attrs
 import llama_cpp
+import numpy as np
 
 from llmserve.engine.checkpoints import chunk_size, keep_reused, open_checkpoints
 from llmserve.engine.draftmodel import DraftModel, Want
@@ -703,8 +704,6 @@ class Worker:
         run.followers = []
 
     def _logits(self, batch_index: int, *, copy: bool = True) -> Any:
-        import numpy as np  # only logprobs and tests need logits; keep numpy off the fast path
-
         row = llama_cpp.llama_get_logits_ith(self._ctx, batch_index)
         view = np.ctypeslib.as_array(row, shape=(self.model.n_vocab,))
         return view.copy() if copy else view
