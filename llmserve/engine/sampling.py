@@ -138,15 +138,7 @@ class SamplerChain:
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self._chain = chain
         self._n_vocab = n_vocab
-        # A chain of the greedy sampler alone is an argmax of the logits (see sample).
-        self._argmax = (
-            grammar is None
-            and not params.logit_bias
-            and params.repeat_penalty == 1.0
-            and params.frequency_penalty == 0.0
-            and params.presence_penalty == 0.0
-            and params.temperature <= 0.0
-        )
+        self._argmax = False  # set below when the chain is the greedy sampler alone
         add = llama_cpp.llama_sampler_chain_add
         if grammar is not None:
             constraint = llama_cpp.llama_sampler_init_grammar(
@@ -164,11 +156,12 @@ class SamplerChain:
                 chain,
                 llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(params.logit_bias), biases),
             )
-        if (
+        penalised = (
             params.repeat_penalty != 1.0
             or params.frequency_penalty != 0.0
             or params.presence_penalty != 0.0
-        ):
+        )
+        if penalised:
             add(
                 chain,
                 llama_cpp.llama_sampler_init_penalties(
@@ -181,6 +174,8 @@ class SamplerChain:
             )
         if params.temperature <= 0.0:
             add(chain, llama_cpp.llama_sampler_init_greedy())
+            # Nothing ahead of greedy in the chain: it is an argmax of the logits (see sample).
+            self._argmax = grammar is None and not params.logit_bias and not penalised
             return
         if params.top_k > 0:
             add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))

@@ -56,11 +56,11 @@ __all__ = ["Deliver", "Item", "Job", "Sink", "Worker", "WorkerConfig"]
 
 log = logging.getLogger(__name__)
 
-# After a step that finished requests with nothing left generating, the worker waits up to this
+# After a step that finished requests with no slot left running, the worker waits up to this
 # fraction of that step's duration for the finished requests' clients to send their next ones:
 # arrivals spread over the event loop's ~1 ms per request, and one that misses the step waits a
-# whole step (55 ms vs 62 ms wall time, measured: 1-token completions at 8 connections had p99
-# twice their median without it).
+# whole step (measured: 1-token completions at 8 connections, ~55 ms steps, had a p99 twice
+# their median without it).
 GATHER_FRACTION = 0.15
 GATHER_MAX_S = 0.02  # a long prompt's step would otherwise hold them up to ~100 ms
 
@@ -154,7 +154,7 @@ class Worker:
         self.prompt_tokens = 0  # of admitted jobs, and of those the ones served by reused KV
         self.reused_tokens = 0
         self.finished_jobs = 0
-        # The last step's duration, end and jobs finished, for _gather.
+        # The last step's duration, end and the jobs to wait for after it, for _gather.
         self._last_step = StepTiming()
 
     # --- called from other threads -------------------------------------------------------
