@@ -214,7 +214,10 @@ class ModelSettings:
     n_batch: int = field(default=512, validator=_at_least(1))  # tokens per llama_decode step
     # Prompt tokens per step while other sequences are generating (their inter-token latency).
     prefill_chunk: int = field(default=256, validator=_at_least(1))
-    kv_unified: bool = True  # one KV buffer for all slots; false: one per slot
+    # One KV stream per slot (false, as llama-server): attention scans only the sequence's own
+    # cells. true: one buffer for all slots, whose attention spans every slot's cells (idle
+    # slots' kept prefixes included) but whose steps never split (README: the trade-off).
+    kv_unified: bool = False
     # Speculative decoding: "ngram" drafts tokens from the sequence's own prompt and output,
     # "draft" with the smaller model draft_model_path (same vocabulary); either way they are
     # verified in the shared decode step, so the output is the model's own. "off": none.

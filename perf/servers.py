@@ -87,15 +87,25 @@ def llmserve_spec(config: ServerConfig, port: int, workload: str) -> ServerSpec:
     )
 
 
-def llmserve_nocache_spec(config: ServerConfig, port: int, workload: str) -> ServerSpec:
-    """llmserve with its prefix cache off: what the cache is worth on the chat workloads."""
-    spec = llmserve_spec(config, port, workload)
-    return ServerSpec(
-        name="llmserve_nocache",
-        command=spec.command,
-        env={**spec.env, "LLM_ENGINE_CACHE_ENABLED": "false"},
-        extra_body=spec.extra_body,
-    )
+SpecBuilder = Callable[[ServerConfig, int, str], ServerSpec]
+
+
+def _llmserve_with(name: str, env: dict[str, str]) -> SpecBuilder:
+    """A spec builder of llmserve under another name, with ``env`` added to its own."""
+
+    def build(config: ServerConfig, port: int, workload: str) -> ServerSpec:
+        spec = llmserve_spec(config, port, workload)
+        return ServerSpec(
+            name=name, command=spec.command, env={**spec.env, **env}, extra_body=spec.extra_body
+        )
+
+    return build
+
+
+# llmserve with its prefix cache off: what the cache is worth on the chat workloads.
+llmserve_nocache_spec = _llmserve_with("llmserve_nocache", {"LLM_ENGINE_CACHE_ENABLED": "false"})
+# llmserve with one unified KV buffer instead of a stream per slot: the KV layout trade-off.
+llmserve_kv_unified_spec = _llmserve_with("llmserve_kv_unified", {"LLM_ENGINE_KV_UNIFIED": "true"})
 
 
 def llama_cpp_server_spec(config: ServerConfig, port: int, workload: str) -> ServerSpec:
@@ -182,9 +192,10 @@ def chat_template_file(model_path: Path) -> Path | None:
     return path
 
 
-BUILDERS: dict[str, Callable[[ServerConfig, int, str], ServerSpec]] = {
+BUILDERS: dict[str, SpecBuilder] = {
     "llmserve": llmserve_spec,
     "llmserve_nocache": llmserve_nocache_spec,
+    "llmserve_kv_unified": llmserve_kv_unified_spec,
     "llama_cpp_server": llama_cpp_server_spec,
     "llama_server": llama_server_spec,
 }

@@ -120,7 +120,7 @@ class WorkerConfig:
     prefill_chunk: int = 256
     # One KV stream shared by all slots (True), or one stream per slot (False): see
     # README's configuration reference for the measured trade-off.
-    kv_unified: bool = True
+    kv_unified: bool = False
     swa_full: bool = False
     reuse_prefix: bool = True  # serve a prompt's prefix from a slot's live KV when it matches
     # Speculative decoding ([model] speculative): "ngram" drafts up to draft_max tokens (none

@@ -293,22 +293,24 @@ class Worker:
         Unified KV: the longest live prefix, else the least recently used slot. Per-slot KV
         streams: llama.cpp decodes only consecutive sequence ids in one ubatch, so a slot
         that leaves a gap among the busy ones costs every step a second pass over the weights;
-        a live prefix elsewhere wins only when it saves a whole n_batch of prompt tokens.
+        among the slots that leave none (every slot, when none is busy) the longest live
+        prefix, else the least recently used; a live prefix elsewhere wins only when it saves
+        a whole n_batch of prompt tokens.
         """
         scored = [(slot, self._usable_prefix(slot, tokens)) for slot in free]
         if self.config.kv_unified:
             return max(scored, key=lambda pair: (pair[1], -pair[0].last_used))
-        near = min(scored, key=lambda pair: self._gap_key(pair[0], ()))
+        near = min(scored, key=lambda pair: (self._gap(pair[0]), -pair[1], pair[0].last_used))
         far = max(scored, key=lambda pair: (pair[1], -pair[0].seq_id))
         return far if far[1] - near[1] >= self.config.n_batch else near
 
     def _fresh_slot(self, free: list[Slot]) -> Slot:
         """The free slot for a job computed from scratch (``cache_prompt=False``): the least
-        recently used one (unified KV), keeping the freshest live prefixes for other requests,
-        or the gap-free one (per-slot KV streams)."""
+        recently used one, keeping the freshest live prefixes for other requests; with per-slot
+        KV streams, the least recently used of those that leave no gap."""
         if self.config.kv_unified:
             return min(free, key=lambda s: s.last_used)
-        return min(free, key=lambda s: self._gap_key(s, ()))
+        return min(free, key=lambda s: (self._gap(s), s.last_used))
 
     def _consider_cache(
         self, cache: PrefixCache, tokens: list[int], free: list[Slot], best: Slot, reuse: int
@@ -321,8 +323,9 @@ class Worker:
             wanted = hit is not None and hit.length > reuse
         else:
             # Per-slot streams: as long a prefix restored into the gap-free slot beats a live
-            # one elsewhere (a restore takes milliseconds, a gap costs every step).
-            target = min(free, key=lambda s: self._gap_key(s, ()))
+            # one elsewhere (a restore takes milliseconds, a gap costs every step); the chosen
+            # slot itself when it leaves no gap, else the least recently used gap-free one.
+            target = min(free, key=lambda s: (self._gap(s), s is not best, s.last_used))
             wanted = hit is not None and (
                 hit.length > reuse or (hit.length == reuse > 0 and target is not best)
             )
@@ -345,6 +348,10 @@ class Worker:
             rest.remove(nearest)
             chosen.append(nearest)
         return chosen
+
+    def _gap(self, slot: Slot) -> int:
+        """How far a free slot lies outside the busy range of sequence ids (0: no gap)."""
+        return self._gap_key(slot, ())[0]
 
     def _gap_key(self, slot: Slot, joining: Sequence[Slot]) -> tuple[int, int]:
         """Orders free slots for per-slot KV streams: those inside or next to the busy range

@@ -126,18 +126,20 @@ def test_a_lone_prompt_is_read_in_full_n_batch_chunks(tiny_gguf: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kv_unified", "expected"),
-    [(True, [1, 2]), (False, [0, 1])],
+    [(True, [0, 3]), (False, [2, 3])],
     ids=["unified-least-recently-used", "per-slot-contiguous"],
 )
 def test_new_jobs_take_slots_by_kv_layout(
     tiny_gguf: Path, kv_unified: bool, expected: list[int]
 ) -> None:
-    """After a job finished in slot 0, unified KV takes the least recently used slots (1, 2);
-    per-slot streams take 0 and 1, so that one ubatch decodes both generating sequences."""
+    """Jobs that finished in slots 0, 1, 2 (in that order) and one generating in slot 3: unified
+    KV gives the next job the least recently used slot (0); per-slot streams the one next to
+    the busy slot (2), so that one ubatch decodes both generating sequences."""
     # No prefix reuse: every free slot serves a prompt equally well, only placement counts.
     config = worker_config(n_slots=4, reuse_prefix=False, kv_unified=kv_unified)
     with running_worker(tiny_gguf, config) as worker:
-        assert submit(worker, [1, 5, 6], max_tokens=2).finished.wait(30)
+        for n in range(3):
+            assert submit(worker, [1, 5 + n, 6], max_tokens=2).finished.wait(30)
         first = submit(worker, [1, 7, 8], max_tokens=400)
         while not first.steps:
             time.sleep(0.001)
@@ -147,3 +149,20 @@ def test_new_jobs_take_slots_by_kv_layout(
         busy = worker.busy_slots()
         first.cancelled = second.cancelled = True
     assert busy == expected
+
+
+def test_per_slot_streams_bring_a_conversation_back_to_its_own_slot(tiny_gguf: Path) -> None:
+    """With per-slot KV and no slot busy, every slot leaves no gap: a prompt continuing an
+    earlier one takes the slot holding it (its prefix is reused), not the lowest free id."""
+    config = worker_config(n_slots=4, kv_unified=False)
+    with running_worker(tiny_gguf, config) as worker:
+        assert submit(worker, [1, 5, 6, 7], max_tokens=1).finished.wait(30)
+        assert submit(worker, [2, 8, 9, 10], max_tokens=1).finished.wait(30)
+        slots = {slot.seq_id: list(slot.kv_tokens) for slot in worker._slots}
+        second = next(seq for seq, kv in slots.items() if kv[:1] == [2])
+        again = submit(worker, [2, 8, 9, 10, 11, 12], max_tokens=1)
+        assert again.finished.wait(30)
+        after = {slot.seq_id: list(slot.kv_tokens) for slot in worker._slots}
+    assert second != 0
+    assert after[second][:6] == [2, 8, 9, 10, 11, 12]
+    assert after[0][:4] == [1, 5, 6, 7]

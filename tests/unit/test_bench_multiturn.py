@@ -13,7 +13,14 @@ from perf.conversations import Conversation, conversation_seeds, system_prompt, 
 from perf.multiturn import TurnResult, goal_verdict, summarize_turns
 from perf.plan import Plan, _workload_list
 from perf.runs import ServerRun
-from perf.servers import ServerConfig, llama_cpp_server_spec, llmserve_nocache_spec, serves
+from perf.servers import (
+    ServerConfig,
+    llama_cpp_server_spec,
+    llmserve_kv_unified_spec,
+    llmserve_nocache_spec,
+    llmserve_spec,
+    serves,
+)
 from perf.sse import chunk_prompt_tokens, chunk_text
 from perf.summary import summarize
 from perf.table import TableShape, markdown_table
@@ -191,6 +198,17 @@ def test_nocache_server_turns_the_cache_off_by_environment() -> None:
     spec = llmserve_nocache_spec(CONFIG, 8000, "multiturn")
     assert spec.env["LLM_ENGINE_CACHE_ENABLED"] == "false"
     assert spec.command[2:4] == ["llmserve", "serve"]
+
+
+def test_kv_unified_server_is_llmserve_with_one_kv_buffer_on_every_workload() -> None:
+    """llmserve_kv_unified: the same command, LLM_ENGINE_KV_UNIFIED=true, all workloads."""
+    spec = llmserve_kv_unified_spec(CONFIG, 8000, "decode")
+    plain = llmserve_spec(CONFIG, 8000, "decode")
+    assert spec.name == "llmserve_kv_unified"
+    assert spec.command == plain.command
+    assert spec.env == {**plain.env, "LLM_ENGINE_KV_UNIFIED": "true"}
+    assert serves("llmserve_kv_unified", "prefill")
+    assert serves("llmserve_kv_unified", "overhead")
 
 
 def test_llama_cpp_server_cache_is_on_only_for_chat_workloads() -> None:
