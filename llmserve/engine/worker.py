@@ -350,7 +350,8 @@ class Worker:
         return chosen
 
     def _gap(self, slot: Slot) -> int:
-        """How far a free slot lies outside the busy range of sequence ids (0: no gap)."""
+        """How far a free slot lies outside the busy range of sequence ids (0 inside it or with
+        none busy, 1 next to it: neither leaves a gap)."""
         return self._gap_key(slot, ())[0]
 
     def _gap_key(self, slot: Slot, joining: Sequence[Slot]) -> tuple[int, int]:
